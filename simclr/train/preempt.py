@@ -1,0 +1,70 @@
+"""Preemption requests: a signal sets a flag; the training loop acts on it at the next step boundary.
+
+Saving inside a signal handler could catch the model half-way through an optimizer step. Instead the
+handler only records the request; the loop (``simclr.train.loop``) agrees across ranks that a request
+arrived, writes a checkpoint of a consistent state and raises :class:`PreemptionRequested`. The job layer
+(``jobs.launch``) catches that and hands over to submitit's own requeue path.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
+
+_requested = threading.Event()
+_signum: int | None = None
+
+
+class PreemptionRequested(Exception):
+    """Raised by the loop after it saved a checkpoint because a preemption signal arrived."""
+
+    def __init__(self, signum: int | None, step: int) -> None:
+        super().__init__(f"preemption signal {signum} handled: checkpoint saved at step {step}")
+        self.signum = signum
+        self.step = step
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    global _signum
+    _signum = signum
+    _requested.set()
+
+
+def install(signals: Iterable[int] = (signal.SIGUSR2,)) -> dict[int, Any]:
+    """Route ``signals`` to the request flag; returns the previous handlers (to restore or chain to)."""
+    previous: dict[int, Any] = {}
+    for s in signals:
+        previous[s] = signal.signal(s, _handler)
+    return previous
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Put back handlers returned by :func:`install`."""
+    for s, h in previous.items():
+        signal.signal(s, h)
+
+
+def requested() -> bool:
+    """True once a routed signal arrived (until :func:`clear`)."""
+    return _requested.is_set()
+
+
+def signum() -> int | None:
+    """The signal that set the flag, if any."""
+    return _signum
+
+
+def request(sig: int | None = None) -> None:
+    """Set the flag programmatically (tests, or a wall-clock budget)."""
+    global _signum
+    _signum = sig
+    _requested.set()
+
+
+def clear() -> None:
+    global _signum
+    _signum = None
+    _requested.clear()
