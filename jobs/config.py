@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
@@ -208,7 +208,10 @@ def from_dict(data: dict[str, Any]) -> StageConfig:
         raise ConfigError(f"config key '{e.full_key}': {e.msg}") from None
     except OmegaConfBaseException as e:  # pragma: no cover - any other omegaconf complaint
         raise ConfigError(str(e)) from None
-    obj = OmegaConf.to_object(merged)
+    try:
+        obj = OmegaConf.to_object(merged)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"config key '{e.full_key}' is required") from None
     assert isinstance(obj, StageConfig)
     return validate(obj)
 
@@ -234,11 +237,13 @@ def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base=None):
             raw = hydra_compose(config_name=stage, overrides=list(overrides or []))
+            data = OmegaConf.to_container(raw, resolve=True)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"config key '{e.full_key}' is required") from None
     except ConfigCompositionException as e:
         raise ConfigError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(str(e)) from None
-    data = OmegaConf.to_container(raw, resolve=True)
     assert isinstance(data, dict)
     data["stage"] = stage
     return from_dict(data)

@@ -1,0 +1,119 @@
+"""Evaluators the stages inject into the loop: classification accuracy and the kNN monitor.
+
+Both run over a full (world size 1) evaluation loader on every rank, so every rank computes the same numbers
+without a collective - simple and exact at the cost of duplicated work under DDP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batch = dict[str, Any]
+
+
+def _images(batch: Batch, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = batch["image"].to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def classify(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterator[Batch],
+    device: torch.device,
+    *,
+    channels_last: bool = True,
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy in percent of ``model(images) -> logits[B, K]`` over ``batches``."""
+    correct1 = correct5 = total = 0
+    for batch in batches:
+        logits = model(_images(batch, device, channels_last)).float()
+        y = batch["label"].to(device)
+        keep = y >= 0
+        logits, y = logits[keep], y[keep]
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += int(hit[:, 0].sum())
+        correct5 += int(hit.any(dim=1).sum())
+        total += int(y.numel())
+    if total == 0:
+        raise ValueError("evaluation loader yielded no labelled sample")
+    return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
+
+
+@torch.no_grad()
+def embed(
+    encoder: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterator[Batch],
+    device: torch.device,
+    *,
+    channels_last: bool = True,
+    limit: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised features ``[N, D]`` and labels ``[N]`` (first ``limit`` samples when > 0)."""
+    feats: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    n = 0
+    for batch in batches:
+        f = encoder(_images(batch, device, channels_last)).float()
+        feats.append(F.normalize(f, dim=1))
+        labels.append(batch["label"].to(device))
+        n += f.shape[0]
+        if limit and n >= limit:
+            break
+    x, y = torch.cat(feats), torch.cat(labels)
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+@torch.no_grad()
+def knn_top1(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    k: int = 20,
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> float:
+    """Weighted kNN accuracy (percent) on normalised features, the monitor of Wu et al. (2018) used by
+    SimCLR reimplementations: each of the k nearest train samples votes exp(cos / T) for its class."""
+    c = int(num_classes or int(train_y.max()) + 1)
+    k = min(k, train_x.shape[0])
+    correct = 0
+    for i in range(0, test_x.shape[0], chunk):
+        sim = test_x[i : i + chunk] @ train_x.T  # [b, N]
+        w, idx = sim.topk(k, dim=1)
+        votes = torch.zeros(sim.shape[0], c, device=sim.device)
+        votes.scatter_add_(1, train_y[idx], (w / temperature).exp())
+        correct += int((votes.argmax(1) == test_y[i : i + chunk]).sum())
+    return 100.0 * correct / max(1, test_x.shape[0])
+
+
+def knn_evaluator(
+    encoder_of: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]],
+    train_batches: Callable[[], Iterator[Batch]],
+    test_batches: Callable[[], Iterator[Batch]],
+    device: torch.device,
+    *,
+    k: int,
+    train_limit: int,
+    channels_last: bool = True,
+    name: str = "knn_top1",
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """An epoch-end evaluator for the loop: kNN accuracy of ``encoder_of(model)`` features."""
+
+    def run(model: nn.Module, epoch: int) -> dict[str, float]:
+        enc = encoder_of(model)
+        tx, ty = embed(enc, train_batches(), device, channels_last=channels_last, limit=train_limit)
+        vx, vy = embed(enc, test_batches(), device, channels_last=channels_last)
+        return {name: knn_top1(tx, ty, vx, vy, k=k)}
+
+    return run

@@ -1,0 +1,160 @@
+"""The one training loop: exact resume, damaged checkpoints, status written last, preemption."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simclr.train import checkpoint as ckpt
+from simclr.train import preempt
+from simclr.train.loop import LoopSettings, fit
+from simclr.train.runfolder import RunFolder
+
+TIMING = {"images_per_s"}
+
+
+class ArrayLoader:
+    """An in-memory loader whose order is a function of (seed, epoch), like the shard loader."""
+
+    def __init__(self, n: int = 40, batch: int = 8, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 6, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+        self.batch, self.seed = batch, seed
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch
+
+    def epoch_iter(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
+        perm = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))
+        for i in range(start_step, len(self)):
+            idx = perm[i * self.batch : (i + 1) * self.batch]
+            yield {"x": self.x[idx], "label": self.y[idx]}
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    # Dropout makes the RNG state part of what must be restored exactly.
+    return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_every: int = 4) -> dict:
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = ArrayLoader()
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        out = module(batch["x"])
+        loss = F.cross_entropy(out, batch["label"])
+        return loss, {"acc": (out.argmax(1) == batch["label"]).float().mean()}
+
+    calls = {"n": 0}
+
+    def lr_at(step: int) -> float:
+        calls["n"] += 1
+        if stop_at is not None and step == stop_at - 1:
+            preempt.request()  # seen by the loop right after this step
+        return 0.1 * (1 - step / 100)
+
+    preempt.clear()
+    try:
+        res = fit(
+            run=RunFolder(run_dir, stage="test"),
+            model=model,
+            loader=loader,
+            optimizer=opt,
+            lr_at=lr_at,
+            step_fn=step_fn,
+            settings=LoopSettings(epochs=epochs, log_every=1, checkpoint_every=ckpt_every, keep_checkpoints=2, channels_last=False),
+            config={"stage": "test"},
+            device=torch.device("cpu"),
+            evaluators=(lambda m, e: {"val_w": float(m[0].weight.sum())},),
+            final_eval=lambda m: {"top1": 50.0},
+        )
+    finally:
+        preempt.clear()
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "status": res.status}
+
+
+def metric_values(run_dir: Path) -> list[tuple]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["epoch"], r["split"], r["name"], r["value"]) for r in rows if r["name"] not in TIMING]
+
+
+@pytest.mark.parametrize("stops", [[3], [5, 11], [10]])  # mid-epoch, two restarts, epoch boundary
+def test_resume_is_bit_identical(tmp_path: Path, stops: list[int]) -> None:
+    ref = train(tmp_path / "ref")
+    run = tmp_path / "run"
+    for s in stops:
+        with pytest.raises(preempt.PreemptionRequested) as e:
+            train(run, stop_at=s)
+        assert e.value.step == s
+        assert not (run / "status.json").exists()
+        assert json.loads((run / "progress.json").read_text())["step"] == s
+    out = train(run)
+    for k, v in ref["state"].items():
+        assert torch.equal(v, out["state"][k]), k
+    assert metric_values(run) == metric_values(tmp_path / "ref")
+    assert out["status"]["restarts"] == len(stops)
+    assert out["status"]["step"] == ref["status"]["step"] == 15
+
+
+def test_done_status_written_last_and_final_checkpoint(tmp_path: Path) -> None:
+    out = train(tmp_path / "r")
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["state"] == "done" and status["final"] == {"test/top1": 50.0}
+    assert status["params"] == sum(p.numel() for p in make_model().parameters())
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "r" / "checkpoints")]
+    assert names == ["ckpt-00000012.pt", "ckpt-00000015.pt"]  # the last K=2, the final one included
+    assert out["status"]["state"] == "done"
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ref = train(tmp_path / "ref")
+    run = tmp_path / "run"
+    with pytest.raises(preempt.PreemptionRequested):
+        train(run, stop_at=10)  # checkpoints at 8 and 10 (periodic every 4 + the preemption one)
+    latest = ckpt.list_checkpoints(run / "checkpoints")[-1]
+    assert latest.name == "ckpt-00000010.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        out = train(run)
+    assert "ckpt-00000010.pt does not load" in caplog.text
+    for k, v in ref["state"].items():
+        assert torch.equal(v, out["state"][k]), k
+    assert metric_values(run) == metric_values(tmp_path / "ref")
+
+
+def test_truncated_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(preempt.PreemptionRequested):
+        train(run, stop_at=6)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "epo')  # a writer killed mid-line after the checkpoint
+    train(run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    assert metric_values(run) == metric_values(train(tmp_path / "ref") and tmp_path / "ref")
+
+
+def test_save_checkpoint_keeps_last_k_and_is_atomic(tmp_path: Path) -> None:
+    for s in range(1, 6):
+        ckpt.save_checkpoint(tmp_path, s, {"step": s, "w": torch.ones(3) * s}, keep=3)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [f"ckpt-{s:08d}.pt" for s in (3, 4, 5)]
+    assert not list(tmp_path.glob("*.tmp"))
+    state, path = ckpt.load_latest(tmp_path)  # type: ignore[misc]
+    assert state["step"] == 5 and path.name == "ckpt-00000005.pt"
+
+
+def test_all_checkpoints_damaged_starts_fresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "ckpt-00000001.pt").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING):
+        assert ckpt.load_latest(tmp_path) is None
+    assert "does not load" in caplog.text
