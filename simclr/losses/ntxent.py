@@ -1,0 +1,89 @@
+"""NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR (paper Sec. 2.1, Eq. 1).
+
+Faithful to google-research/simclr `tf2/objective.py` ``add_contrastive_loss``:
+
+* embeddings are L2-normalised (``hidden_norm=True``);
+* each anchor of view 1 is classified against all view-2 embeddings (its positive among them) and
+  all OTHER view-1 embeddings of the global batch; symmetrically for view 2;
+* self-similarities are removed by subtracting ``LARGE_NUM`` (1e9), so their softmax weight is 0;
+* negatives come from every rank (``simclr.dist.gather_with_grad``), positives are the local pairs;
+* ``loss = mean over local anchors of (loss_a + loss_b)``, i.e. the SUM of both directions, not
+  their average (other libraries, lightly included, report half of this value).
+
+With several ranks, each rank's loss is over its local anchors; averaging the ranks' losses (what
+DDP's gradient averaging does) gives exactly the single-process loss and gradient on the global
+batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from simclr import dist
+
+__all__ = ["nt_xent", "contrastive_accuracy", "LARGE_NUM"]
+
+LARGE_NUM = 1e9
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """NT-Xent over the global batch, computed for this rank's anchors.
+
+    Args:
+        z1: projections of view 1, [B, D] (this rank's part of the batch).
+        z2: projections of view 2, [B, D]; row i is the positive of ``z1[i]``.
+        temperature: tau > 0 (official default 0.1; 0.5 for CIFAR).
+
+    Returns:
+        loss: scalar, ``mean_i(loss_a[i] + loss_b[i])`` over this rank's B anchors (float32).
+        logits: [B, W*B], view-1 vs all view-2 similarities / tau (official ``logits_ab``).
+        labels: [B] int64, the column of each row's positive in ``logits`` (``rank*B + i``).
+
+    Computed in float32 whatever the input dtype (safe under autocast).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must both be [B, D] with equal shapes, got {tuple(z1.shape)} and "
+            f"{tuple(z2.shape)}"
+        )
+    b = z1.shape[0]
+    if b == 0:
+        raise ValueError("z1 and z2 must hold at least one row")
+    # float32 even under autocast: the -LARGE_NUM mask and the softmax need the range.
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        return _nt_xent_fp32(z1.float(), z2.float(), float(temperature))
+
+
+def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    b, d = z1.shape
+    h1 = F.normalize(z1, dim=1)
+    h2 = F.normalize(z2, dim=1)
+    local = torch.cat([h1, h2], dim=1)  # [B, 2D]: one row holds both views of a sample
+    # One collective for both views; identity with one process.
+    both = dist.gather_with_grad(local)  # [N, 2D], N = W*B, rank-major
+    n = both.shape[0]
+    # One matmul instead of the official four: rows [a; b] x columns [A | B] gives
+    # [[aa, ab], [ba, bb]] of shape [2B, 2N]. Scaling the 2B query rows by 1/tau is cheaper than
+    # scaling the product.
+    queries = torch.cat([h1, h2], dim=0) / temperature  # [2B, D]
+    keys = torch.cat([both[:, :d], both[:, d:]], dim=0)  # [2N, D]
+    logits = queries @ keys.t()
+    idx = torch.arange(b, device=z1.device) + dist.rank() * b  # global index of each local anchor
+    rows = torch.arange(2 * b, device=z1.device)
+    # Official: logits_aa - masks * LARGE_NUM. Writing -LARGE_NUM gives the same softmax (the self
+    # term's exp() is exactly 0 either way) and a zero gradient for it.
+    logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
+    # CE over the 2B rows (columns are a permutation of the official [ab, aa] concat, which CE
+    # does not see); sum / B == mean over anchors of (loss_a + loss_b).
+    loss = F.cross_entropy(logits, torch.cat([idx + n, idx]), reduction="sum") / b
+    return loss, logits[:b, n:], idx
+
+
+def contrastive_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Fraction of anchors whose most similar view-2 embedding is their positive (official
+    ``contrast_acc``). ``logits`` [B, N], ``labels`` [B] from :func:`nt_xent`."""
+    return (logits.argmax(dim=1) == labels).float().mean()

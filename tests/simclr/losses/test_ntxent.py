@@ -1,0 +1,144 @@
+"""NT-Xent: the official formulation (slow reference), closed forms, and 2 ranks == 1 process."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from simclr import dist
+from simclr.losses.ntxent import contrastive_accuracy, nt_xent
+
+torch.set_num_threads(1)
+
+
+def official_reference(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
+    """A direct transcription of tf2/objective.py add_contrastive_loss (one replica), row by row."""
+    h1, h2 = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
+    b = h1.shape[0]
+    masks = torch.eye(b, dtype=torch.float64)
+    logits_aa = h1 @ h1.t() / tau - masks * 1e9
+    logits_bb = h2 @ h2.t() / tau - masks * 1e9
+    logits_ab = h1 @ h2.t() / tau
+    logits_ba = h2 @ h1.t() / tau
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(b):  # softmax_cross_entropy_with_logits with one-hot label i over [ab, aa]
+        row_a = torch.cat([logits_ab[i], logits_aa[i]])
+        row_b = torch.cat([logits_ba[i], logits_bb[i]])
+        total = total + (torch.logsumexp(row_a, 0) - row_a[i]) + (torch.logsumexp(row_b, 0) - row_b[i])
+    return total / b
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
+def test_matches_official_formulation_with_gradients(tau: float) -> None:
+    torch.manual_seed(0)
+    z1 = torch.randn(12, 7, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(12, 7, dtype=torch.float64, requires_grad=True)
+    loss, logits, labels = nt_xent(z1 * 3.0, z2, tau)
+    ref = official_reference(z1 * 3.0, z2, tau)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    g = torch.autograd.grad(loss, (z1, z2))
+    g_ref = torch.autograd.grad(ref, (z1, z2))
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a.double(), b, atol=1e-5)
+    assert logits.shape == (12, 12) and torch.equal(labels, torch.arange(12))
+    expected_ab = F.normalize(z1.detach() * 3, dim=1) @ F.normalize(z2.detach(), dim=1).t() / tau
+    assert torch.allclose(logits.double(), expected_ab, atol=1e-5)
+
+
+def test_identical_orthonormal_views_closed_form() -> None:
+    b, tau = 8, 0.2
+    z = torch.eye(b, 16)[:, torch.randperm(16)] * 5.0  # orthogonal, any norm
+    loss, logits, labels = nt_xent(z, z.clone(), tau)
+    # each anchor: positive sim 1/tau, 2b-2 negatives at 0 (self masked out)
+    per_direction = -1 / tau + math.log(math.exp(1 / tau) + 2 * b - 2)
+    assert loss.item() == pytest.approx(2 * per_direction, rel=1e-6)
+    assert contrastive_accuracy(logits, labels).item() == 1.0
+
+
+def test_all_orthogonal_embeddings_give_log_2b_minus_1() -> None:
+    b = 5
+    basis = torch.eye(2 * b)
+    loss, _, _ = nt_xent(basis[:b], basis[b:], 0.1)  # every pair, positives included, orthogonal
+    assert loss.item() == pytest.approx(2 * math.log(2 * b - 1), rel=1e-6)
+
+
+def test_collapsed_embeddings_give_log_2b_minus_1() -> None:
+    b = 6
+    z = torch.ones(b, 4)
+    loss, _, _ = nt_xent(z, z, 0.5)  # all similarities equal: uniform over the 2b-1 candidates
+    assert loss.item() == pytest.approx(2 * math.log(2 * b - 1), rel=1e-6)
+
+
+def test_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    ref, _, _ = nt_xent(z1, z2, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logits, _ = nt_xent(z1.bfloat16(), z2.bfloat16(), 0.1)
+    assert loss.dtype == torch.float32 and logits.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0])
+def test_invalid_temperature_names_it(tau: float) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        nt_xent(torch.randn(2, 3), torch.randn(2, 3), tau)
+
+
+def test_shape_mismatch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="z1 and z2"):
+        nt_xent(torch.randn(2, 3), torch.randn(3, 3), 0.1)
+
+
+# ---------------------------------------------------------------- 2 ranks == 1 process
+
+
+def _worker(rank: int, port: int, out_dir: str, z1: torch.Tensor, z2: torch.Tensor, tau: float) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+    dist.init_distributed(backend="gloo", timeout_s=60)
+    try:
+        b = z1.shape[0] // 2
+        # A tiny "network" whose parameters every rank shares, as under DDP.
+        w = torch.nn.Parameter(torch.eye(z1.shape[1]) + 0.1)
+        mine1 = z1[rank * b : (rank + 1) * b] @ w
+        mine2 = z2[rank * b : (rank + 1) * b] @ w
+        loss, logits, labels = nt_xent(mine1, mine2, tau)
+        loss.backward()
+        assert w.grad is not None
+        grad = w.grad.clone()
+        torch.distributed.all_reduce(grad)
+        grad /= 2  # DDP's gradient averaging
+        torch.save({"loss": dist.all_reduce_mean(loss.detach()), "grad": grad, "logits": logits.detach(),
+                    "labels": labels}, Path(out_dir) / f"{rank}.pt")  # fmt: skip
+    finally:
+        dist.cleanup()
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    z1, z2, tau = torch.randn(8, 5), torch.randn(8, 5), 0.3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(port, str(tmp_path), z1, z2, tau), nprocs=2, join=True)
+
+    w = torch.nn.Parameter(torch.eye(5) + 0.1)
+    loss, logits, labels = nt_xent(z1 @ w, z2 @ w, tau)
+    loss.backward()
+    assert w.grad is not None
+    for r in (0, 1):
+        res = torch.load(tmp_path / f"{r}.pt")
+        assert res["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+        assert torch.allclose(res["grad"], w.grad, atol=1e-5, rtol=1e-4)
+        assert torch.allclose(res["logits"], logits[4 * r : 4 * r + 4], atol=1e-5)
+        assert torch.equal(res["labels"], labels[4 * r : 4 * r + 4])

@@ -1,0 +1,82 @@
+"""Whole models: SimCLRModel outputs and probe isolation; Classifier necks and linear-eval freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from simclr.models.heads import ProjectionHead
+from simclr.models.simclr import Classifier, SimCLRModel, build_backbone, build_simclr_model
+
+torch.set_num_threads(1)
+
+MODEL = {"depth": 18, "width": 0.25, "sk_ratio": 0.0, "cifar_stem": True,
+         "num_proj_layers": 3, "proj_out_dim": 16}  # fmt: skip
+
+
+def test_simclr_model_outputs() -> None:
+    torch.manual_seed(0)
+    model = build_simclr_model(**MODEL, num_classes=10)
+    out = model(torch.randn(6, 3, 16, 16))
+    assert out["features"].shape == (6, 128)
+    assert out["proj"].shape == (6, 16)
+    assert out["probe_logits"] is not None and out["probe_logits"].shape == (6, 10)
+    assert build_simclr_model(**MODEL)(torch.randn(4, 3, 16, 16))["probe_logits"] is None
+
+
+def test_probe_gradient_does_not_reach_backbone_or_head() -> None:
+    torch.manual_seed(0)
+    model = build_simclr_model(**MODEL, num_classes=10, probe_selector=1)
+    out = model(torch.randn(6, 3, 16, 16))
+    nn.functional.cross_entropy(out["probe_logits"], torch.arange(6)).backward()
+    assert model.probe is not None and model.probe.fc.weight.grad is not None
+    assert model.probe.fc.in_features == 128  # hiddens[1] of a 128-wide head
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is None for p in model.head.parameters())
+
+
+def test_contrastive_gradient_reaches_backbone_not_probe() -> None:
+    torch.manual_seed(0)
+    model = build_simclr_model(**MODEL, num_classes=10)
+    model(torch.randn(6, 3, 16, 16))["proj"].pow(2).sum().backward()
+    assert model.backbone.stem[0].weight.grad is not None
+    assert model.probe is not None and model.probe.fc.weight.grad is None
+
+
+@pytest.mark.parametrize(("selector", "in_dim"), [(0, 128), (1, 128), (2, 128), (-1, 16)])
+def test_classifier_on_truncated_head(selector: int, in_dim: int) -> None:
+    pre = build_simclr_model(**MODEL)
+    clf = Classifier(pre.backbone, pre.head.truncated(selector), num_classes=5, zero_init_head=True)
+    assert clf.fc.in_features == in_dim
+    logits = clf(torch.randn(3, 3, 16, 16))
+    assert logits.shape == (3, 5) and torch.all(logits == 0)  # zero_init_logits_layer
+
+
+def test_classifier_identity_neck() -> None:
+    backbone = build_backbone(18, 0.25, cifar_stem=True)
+    for neck in (None, nn.Identity()):
+        assert Classifier(backbone, neck, 7).fc.in_features == 128
+    with pytest.raises(ValueError, match="out_dim"):
+        Classifier(backbone, nn.Linear(128, 3), 7)
+
+
+def test_linear_eval_freezes_backbone_and_its_bn_statistics() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone(18, 0.25, cifar_stem=True)
+    clf = Classifier(backbone, None, 4, freeze_backbone=True)
+    clf.train()
+    assert not backbone.training and clf.fc.training
+    bn = backbone.stem[1]
+    before = bn.running_mean.clone()
+    loss = nn.functional.cross_entropy(clf(torch.randn(4, 3, 16, 16) + 3), torch.arange(4))
+    loss.backward()
+    assert torch.equal(bn.running_mean, before)
+    assert all(not p.requires_grad and p.grad is None for p in backbone.parameters())
+    assert clf.fc.weight.grad is not None
+
+
+def test_simclr_model_rejects_bad_probe_selector() -> None:
+    backbone = build_backbone(18, 0.25, cifar_stem=True)
+    with pytest.raises(ValueError, match="ft_proj_selector"):
+        SimCLRModel(backbone, ProjectionHead(128, 2), num_classes=3, probe_selector=3)
