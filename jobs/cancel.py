@@ -1,0 +1,65 @@
+"""``simclr-cancel SWEEP_DIR``: cancel every job of a sweep that is still queued or running.
+
+SLURM jobs: ONE ``scancel`` with the array/job ids from ``jobs.jsonl`` (a whole array by its id).
+Local-executor pipelines: SIGINT to the pipeline's controller, as submitit's ``LocalJob.cancel`` does; the
+pipeline stops its running children. Run folders are left as they are: ``resume`` continues from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from jobs.manifest import read_jobs
+from jobs.submit import job_states
+
+
+def cancel(sweep_dir: str | Path) -> list[str]:
+    """Cancel what is still active; returns the ids it cancelled (array ids for whole arrays)."""
+    if not (Path(sweep_dir) / "jobs.jsonl").is_file():
+        raise ValueError(f"{sweep_dir}: no jobs.jsonl; is it a sweep folder with submitted jobs?")
+    records = read_jobs(sweep_dir)
+    states = job_states(sweep_dir, records)
+    slurm_ids: list[str] = []
+    pipelines: list[str] = []
+    for r in records:
+        jid = str(r["job_id"])
+        st = states.get(jid)
+        if st is None or not (st.active or st.state == "PENDING"):
+            continue
+        if r.get("executor") == "local":
+            if str(r["pipeline"]) not in pipelines:
+                pipelines.append(str(r["pipeline"]))
+        else:
+            slurm_ids.append(jid)
+    # Whole arrays by their id when every active task of the array is being cancelled anyway.
+    ids = sorted({j.split("_", 1)[0] for j in slurm_ids})
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
+    for pid in pipelines:
+        try:
+            os.kill(int(pid), signal.SIGINT)
+        except (ProcessLookupError, ValueError):
+            pass
+    return ids + [f"local:{p}" for p in pipelines]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="simclr-cancel", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir")
+    args = parser.parse_args(argv)
+    try:
+        done = cancel(args.sweep_dir)
+    except ValueError as e:
+        print(f"simclr-cancel: error: {e}", file=sys.stderr)
+        return 2
+    print(f"[cancel] cancelled: {' '.join(done) if done else 'nothing was queued or running'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

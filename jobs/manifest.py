@@ -1,0 +1,183 @@
+"""The sweep folder: ``manifest.json`` (the expanded grid), ``jobs.jsonl`` (every job id ever submitted)
+and the run folders' own records, read back by ``status`` and ``resume`` from any shell, long after
+``sweep`` returned.
+
+Layout (docs/CONTRACTS.md "Sweep folder")::
+
+    <sweep_dir>/manifest.json          rewritten atomically (tmp + fsync + rename) by each sweep/resume
+    <sweep_dir>/jobs.jsonl             one JSON object per submitted task, appended, never rewritten
+    <sweep_dir>/runs/<stage>/<name>-<hash8>-s<seed>/   the run folders (written by the stages)
+    <sweep_dir>/slurm/<submission>/    submitit's pickles and logs, one folder per submission
+    <sweep_dir>/report/                written by the report job
+
+A task's identity is its run folder (``key`` = ``<stage>/<run-folder-name>``), never a job id: a task
+requeued or resubmitted finds the same folder, and ``jobs.jsonl`` maps keys to the job ids that ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+JOBS = "jobs.jsonl"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Task:
+    """One stage config point of a sweep: a run folder and the config that fills it.
+
+    ``parent`` is the key of the task it starts from (its pretrain run for a finetune, its teacher's
+    finetune run for a distill), ``axes`` the point's values on the sweep's axes (inherited ones included),
+    ``overrides`` the Hydra overrides that compose its ``config`` (``jobs.config.compose(stage, overrides)``).
+    """
+
+    key: str
+    stage: str
+    point: str
+    seed: int
+    hash: str
+    run_dir: str
+    parent: str | None
+    axes: dict[str, Any]
+    overrides: list[str]
+    config: dict[str, Any]
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Task":
+        return Task(**{k: d[k] for k in Task.__dataclass_fields__})
+
+
+@dataclass
+class Manifest:
+    """What ``sweep`` expanded: the definition it came from, the cluster profile, the tasks in order."""
+
+    name: str
+    sweep_dir: str
+    definition: dict[str, Any]
+    cluster: dict[str, Any]
+    stages: list[str]
+    tasks: list[Task]
+    stage_resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+    version: int = MANIFEST_VERSION
+
+    def by_key(self) -> dict[str, Task]:
+        return {t.key: t for t in self.tasks}
+
+    def children(self) -> dict[str, list[str]]:
+        """Parent key -> keys of the tasks starting from it."""
+        out: dict[str, list[str]] = {}
+        for t in self.tasks:
+            if t.parent is not None:
+                out.setdefault(t.parent, []).append(t.key)
+        return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(sweep_dir: Path, manifest: Manifest) -> None:
+    now = time.time()
+    manifest.created = manifest.created or now
+    manifest.updated = now
+    atomic_write_text(Path(sweep_dir) / MANIFEST, json.dumps(asdict(manifest), indent=1, sort_keys=False) + "\n")
+
+
+def read_manifest(sweep_dir: str | Path) -> Manifest:
+    """The sweep's manifest; ValueError naming the file when it is missing or not a manifest."""
+    path = Path(sweep_dir) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{path}: no manifest; is {sweep_dir} a sweep folder (made by simclr-sweep)?")
+    try:
+        d = json.loads(path.read_text())
+        tasks = [Task.from_dict(t) for t in d.pop("tasks")]
+        known = set(Manifest.__dataclass_fields__) - {"tasks"}
+        return Manifest(tasks=tasks, **{k: v for k, v in d.items() if k in known})
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid sweep manifest ({e!r})") from None
+
+
+def append_jobs(sweep_dir: str | Path, records: list[dict[str, Any]]) -> None:
+    """Append job records to ``jobs.jsonl`` in one write, flushed to disk (never rewritten)."""
+    if not records:
+        return
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    path = Path(sweep_dir) / JOBS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Every job record, oldest first; a torn last line (a killed writer) is skipped."""
+    path = Path(sweep_dir) / JOBS
+    if not path.is_file():
+        return []
+    out: list[dict[str, Any]] = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "job_id" in rec:
+            out.append(rec)
+    return out
+
+
+def latest_jobs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Task key -> its most recent job record (a resubmission supersedes the earlier job)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        key = r.get("key")
+        if isinstance(key, str):
+            out[key] = r
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``status.json`` (written last by the stage), or None while it has not finished."""
+    return _read_json(Path(run_dir) / "status.json")
+
+
+def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's ``progress.json`` (step, total_steps, epoch, restarts), or None before the first step."""
+    return _read_json(Path(run_dir) / "progress.json")
+
+
+def is_done(run_dir: str | Path) -> bool:
+    st = read_status(run_dir)
+    return st is not None and st.get("state") == "done"

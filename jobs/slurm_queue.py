@@ -1,0 +1,148 @@
+"""What SLURM says about a sweep's jobs: one ``sacct`` call (history, requeues) plus one ``squeue`` call
+(the live queue, authoritative while a job waits or runs), parsed into one :class:`JobState` per task id.
+
+Job ids are strings: ``"130"`` for a plain job, ``"123_4"`` for task 4 of array 123. ``sacct`` folds
+pending array tasks into ranges (``123_[5-9,12%4]``) and, with ``--duplicates``, lists every earlier
+attempt of a requeued task (state ``REQUEUED``/``PREEMPTED``): the attempts are counted as requeues.
+Finished jobs leave ``squeue`` after ``MinJobAge``; ``sacct`` keeps them. A task found in neither (a
+pending array task cancelled before it ever ran leaves no record at all) is ``UNKNOWN``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+# States in which a job still holds or will take a place in the queue.
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING",
+        "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED",
+    }
+)
+# Pending reasons meaning "this will never start": resume cancels and resubmits such tasks.
+DEAD_REASONS = frozenset({"DependencyNeverSatisfied"})
+_ARRAY = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]+)\]$")
+
+
+@dataclass
+class JobState:
+    """SLURM's view of one job or array task."""
+
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ..., UNKNOWN
+    reason: str = ""
+    exit_code: str = ""
+    requeues: int = 0
+    dependency: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES and self.reason not in DEAD_REASONS
+
+
+def expand_job_id(job_id: str) -> list[str]:
+    """``123_[0-2,5%4]`` -> ``["123_0", "123_1", "123_2", "123_5"]``; other ids unchanged."""
+    m = _ARRAY.match(job_id)
+    if m is None:
+        return [job_id]
+    spec = m["spec"].split("%", 1)[0]
+    out: list[str] = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            step = 1
+            if ":" in hi:
+                hi, s = hi.split(":", 1)
+                step = int(s)
+            out.extend(f"{m['base']}_{i}" for i in range(int(lo), int(hi) + 1, step))
+        elif part:
+            out.append(f"{m['base']}_{int(part)}")
+    return out
+
+
+def query_ids(job_ids: list[str]) -> list[str]:
+    """The ids to ask about: array tasks as their array job id (one id fetches every task)."""
+    seen: dict[str, None] = {}
+    for j in job_ids:
+        seen[j.split("_", 1)[0]] = None
+    return list(seen)
+
+
+def parse_sacct(text: str) -> dict[str, JobState]:
+    """Parse ``sacct -n -P -X -D -o JobID,State,Reason,ExitCode``: the current attempt of each id, with
+    the number of earlier (requeued) attempts."""
+    attempts: dict[str, list[tuple[str, str, str]]] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        jid, state, reason, exit_code = parts[0], parts[1].split(" ", 1)[0], parts[2], parts[3]
+        for one in expand_job_id(jid):
+            attempts.setdefault(one, []).append((state, reason, exit_code))
+    out: dict[str, JobState] = {}
+    for jid, recs in attempts.items():
+        # Earlier attempts of a requeued task end REQUEUED (or PREEMPTED when the requeue came from a
+        # preemption); the current attempt is the one that is not, or the last one.
+        current = [r for r in recs if r[0] not in ("REQUEUED", "PREEMPTED")]
+        state, reason, exit_code = current[-1] if current else recs[-1]
+        out[jid] = JobState(jid, state, "" if reason == "None" else reason, exit_code, requeues=len(recs) - 1)
+    return out
+
+
+def parse_squeue(text: str) -> dict[str, JobState]:
+    """Parse ``squeue -h -r -o %i|%T|%r|%E`` (one line per array task)."""
+    out: dict[str, JobState] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        jid, state, reason, dep = parts[:4]
+        for one in expand_job_id(jid):
+            out[one] = JobState(one, state, "" if reason == "None" else reason, dependency=dep)
+    return out
+
+
+def slurm_available() -> bool:
+    return shutil.which("sacct") is not None and shutil.which("squeue") is not None
+
+
+def query(job_ids: list[str], timeout_s: float = 60.0) -> dict[str, JobState]:
+    """Current state of each id in ``job_ids`` (``UNKNOWN`` when SLURM has no record of it)."""
+    result = {j: JobState(j, "UNKNOWN") for j in job_ids}
+    if not job_ids or not slurm_available():
+        return result
+    ids = ",".join(query_ids(job_ids))
+    acct: dict[str, JobState] = {}
+    try:
+        p = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-D", "-j", ids, "-o", "JobID,State,Reason,ExitCode"],
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+        if p.returncode == 0:
+            acct = parse_sacct(p.stdout)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    live: dict[str, JobState] = {}
+    try:
+        # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory.
+        p = subprocess.run(
+            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"],
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+        if p.returncode == 0:
+            live = parse_squeue(p.stdout)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for j in job_ids:
+        a, q = acct.get(j), live.get(j)
+        if q is not None:
+            # The queue is the live truth; the accounting adds the requeue count and exit code.
+            result[j] = JobState(j, q.state, q.reason, a.exit_code if a else "", a.requeues if a else 0,
+                                 q.dependency)
+        elif a is not None:
+            result[j] = a
+    return result
