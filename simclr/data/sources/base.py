@@ -1,0 +1,67 @@
+"""What the shard writer reads: a sized, randomly addressable sequence of ``(key, image, label)`` samples.
+
+``image`` is a PIL image, a uint8 array ``[H, W(, C)]``, or encoded bytes (stored as is when already in the
+target format, e.g. JPEG files of an ImageFolder written as JPEG shards: no recompression). ``label`` is an int
+in ``[0, len(class_names))`` or None (unlabelled). Random access (``source[i]``) lets an array-job task write
+its range of shards without reading the samples before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Union, overload
+
+import numpy as np
+from PIL import Image
+
+ImageLike = Union[Image.Image, np.ndarray, bytes]
+Sample = tuple[str, ImageLike, Union[int, None]]
+
+
+class SampleSource(Sequence[Sample]):
+    """Base class of the sources; subclasses implement ``__len__``, ``_get(i)`` and ``describe()``."""
+
+    #: short source name written to the manifest ("fashion_mnist", "imagefolder", "arrays")
+    name: str = "samples"
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _get(self, i: int) -> Sample:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for the manifest's ``source`` field (identifies the input for reuse)."""
+        return {"type": self.name, "num_samples": len(self)}
+
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Sample]: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | Sequence[Sample]:
+        if isinstance(i, slice):
+            return _Slice(self, range(len(self))[i])
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample index {i} out of range for {n} samples")
+        return self._get(i % n)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self._get(i)
+
+
+class _Slice(Sequence[Sample]):
+    def __init__(self, src: SampleSource, rng: range) -> None:
+        self._src, self._rng = src, rng
+
+    def __len__(self) -> int:
+        return len(self._rng)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        if isinstance(i, slice):
+            return _Slice(self._src, self._rng[i])
+        return self._src[self._rng[i]]
