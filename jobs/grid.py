@@ -84,7 +84,7 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     """``jobs/conf/sweep/<name>.yaml`` + Hydra overrides -> a checked :class:`SweepConfig`."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 
     if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not (CONF_DIR / "sweep" / f"{name}.yaml").is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
@@ -95,6 +95,8 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
             raw = hydra_compose(config_name=f"sweep/{name}", overrides=sweep_ov)
     except (ConfigCompositionException, MissingConfigException) as e:
         raise SweepError(f"sweep {name!r}: {e}" + (f": {e.__cause__}" if e.__cause__ else "")) from None
+    except HydraException as e:  # e.g. an override that does not parse: "cluster.partition=a;b"
+        raise SweepError(f"sweep {name!r}: {e}") from None
     except OmegaConfBaseException as e:
         raise SweepError(f"sweep {name!r}: {e}") from None
     data = OmegaConf.to_container(raw, resolve=True)
@@ -399,13 +401,18 @@ def _make_task(
         for key, value in flat.items():
             if inherited(key) and not any(key == k or key.startswith(k + ".") for k in own):
                 inh_values.append(f"{key}={render_value(value)}")
-    parts = [axis_label(k, v) for k, v in axes.items()]
+    # Readable name: the parent's inherited axes, then the point's own; when the parent differs in more than
+    # what is inherited (a distill teacher), the parent's whole name instead: "<own>-from-<teacher>".
     if parent is not None and any(k not in inh_axes for k in parent.axes):
-        parts.append(f"from-{parent.point}")
+        parts = [axis_label(k, v) for k, v in own.items()] + [f"from-{parent.point}"]
+    else:
+        parts = [axis_label(k, v) for k, v in axes.items()]
     point = "-".join(parts) if parts else stage
     base_ov = list(sweep.overrides) + list(st.overrides) + list(block.overrides) + inh_values
     axis_ov = [f"{k}={render_value(v)}" for k, v in own.items()]
-    fixed = [f"seed={seed}", f"sweep={render_value(sweep.name)}", f"point={render_value(point)}"]
+    # No `sweep=` override: the key collides with the `sweep/` config group, so Hydra would read it as a
+    # group choice; the field is set on the composed config instead.
+    fixed = [f"seed={seed}", f"point={render_value(point)}"]
     if parent is not None:
         fixed.append(f"parent={render_value(parent.run_dir)}")
     overrides = base_ov + axis_ov + fixed + ["run_dir=/_"]
@@ -413,6 +420,7 @@ def _make_task(
         config = composer.compose(stage, overrides)
     except ValueError as e:
         raise SweepError(f"sweep {where} point {point!r} (seed {seed}): {e}") from None
+    config["sweep"] = sweep.name
     h = config_hash(config)
     run_dir = sweep_dir / "runs" / stage / f"{point}-{h}-s{seed}"
     config["run_dir"] = str(run_dir)

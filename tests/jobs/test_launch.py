@@ -1,0 +1,159 @@
+"""The submitit wrapper: preemption hand-over to submitit (checkpoint + requeue), plain restarts, parents.
+
+These use a small stage that follows the run-folder contract (tests/jobs/fake_stage.py) and submitit's
+LocalExecutor, which runs the same checkpoint/requeue protocol as SLURM on this machine. The real stages on
+the real cluster are exercised by tests/jobs/test_sweep_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs import launch
+from jobs.cluster import load_profile, make_executor
+from jobs.launch import ReportTask, StageTask, check_parent
+
+FAKE = "tests.jobs.fake_stage:run_stage"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(run_dir: Path, steps: int = 30, parent: str | None = None) -> dict[str, Any]:
+    return {"stage": "pretrain", "run_dir": str(run_dir), "seed": 0, "parent": parent,
+            "train": {"max_steps": steps, "checkpoint_every": 5}}
+
+
+def _wait(pred: Any, timeout: float, what: str) -> None:
+    t0 = time.time()
+    while not pred():
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _step(run: Path) -> int:
+    try:
+        return int(json.loads((run / "progress.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _reference_weights(tmp_path: Path, steps: int) -> str:
+    from tests.jobs.fake_stage import run_stage
+
+    os.environ.setdefault("FAKE_STEP_S", "0.0")
+    return str(run_stage(_config(tmp_path / "reference", steps))["weights"])
+
+
+def test_checkpoint_requeues_the_same_task() -> None:
+    task = StageTask({"run_dir": "/x", "stage": "finetune"}, FAKE)
+    delayed = task.checkpoint()
+    assert isinstance(delayed.function, StageTask) and delayed.function is not task
+    assert delayed.function.config == task.config and delayed.function.runner == FAKE
+    assert pickle.loads(pickle.dumps(task)).config == task.config  # picklable for submitit
+    assert isinstance(ReportTask("/s").checkpoint().function, ReportTask)
+
+
+def test_a_task_refuses_to_start_from_a_parent_that_is_not_done(tmp_path: Path) -> None:
+    parent = tmp_path / "parent"
+    with pytest.raises(RuntimeError, match="is not done"):
+        check_parent({"parent": str(parent), "run_dir": "/x"})
+    parent.mkdir()
+    (parent / "status.json").write_text(json.dumps({"state": "failed", "reason": "boom"}))
+    with pytest.raises(RuntimeError, match="failed"):
+        StageTask(_config(tmp_path / "child", parent=str(parent)), FAKE)()
+    assert not (tmp_path / "child").exists()  # nothing was started
+    (parent / "status.json").write_text(json.dumps({"state": "done"}))
+    check_parent({"parent": str(parent)})
+
+
+@pytest.mark.slow
+def test_preempted_task_checkpoints_requeues_and_ends_with_identical_weights(tmp_path: Path) -> None:
+    """USR2 -> the loop saves at a step boundary -> submitit's handler runs checkpoint() -> requeue -> resume."""
+    steps = 30
+    os.environ["FAKE_STEP_S"] = "0.15"
+    try:
+        run = tmp_path / "run"
+        ex = make_executor(load_profile("local_executor"), tmp_path / "submitit" / "%j")
+        job = ex.submit(StageTask(_config(run, steps), FAKE))
+        _wait(lambda: _step(run) >= 7, 60, "the task to pass step 7")
+        pid = int((run / "attempts.log").read_text().split("pid=")[-1].split()[0])
+        os.kill(pid, signal.SIGUSR2)
+        _wait(lambda: (run / "status.json").exists(), 120, "the requeued task to finish")
+        _wait(job.done, 60, "the local job to end")
+        status = json.loads((run / "status.json").read_text())
+    finally:
+        os.environ.pop("FAKE_STEP_S", None)
+    attempts = (run / "attempts.log").read_text().splitlines()
+    assert len(attempts) == 2, attempts  # started, preempted, requeued once
+    resumed_at = int(attempts[1].split("step=")[1].split()[0])
+    assert 7 <= resumed_at < steps  # resumed from the checkpoint written on the signal, not from 0
+    assert status["state"] == "done" and status["step"] == steps
+    assert status["weights"] == _reference_weights(tmp_path, steps)
+    log = "".join(p.read_text() for p in (tmp_path / "submitit").rglob("*.err"))
+    # submitit's own handler took the signal over (the requeue itself is the second attempt above)
+    assert "Caught signal SIGUSR2" in log
+
+
+@pytest.mark.slow
+def test_plain_kill_without_signal_resumes_from_the_last_periodic_checkpoint(tmp_path: Path) -> None:
+    """A node failure / SIGTERM preemption: no checkpoint on the way out; the restart uses the periodic one."""
+    steps = 24
+    run = tmp_path / "run"
+    code = (f"import json,sys; from jobs.launch import StageTask; "
+            f"StageTask(json.loads(sys.argv[1]), {FAKE!r})()")
+    env = dict(os.environ, FAKE_STEP_S="0.1", PYTHONPATH=str(ROOT))
+    cfg = json.dumps(_config(run, steps))
+    proc = subprocess.Popen([sys.executable, "-c", code, cfg], env=env, cwd=ROOT)
+    try:
+        _wait(lambda: _step(run) >= 12, 60, "step 12")
+        proc.kill()
+    finally:
+        proc.wait()
+    killed_at = _step(run)
+    subprocess.run([sys.executable, "-c", code, cfg], env=dict(env, FAKE_STEP_S="0"), cwd=ROOT, check=True)
+    attempts = (run / "attempts.log").read_text().splitlines()
+    resumed_at = int(attempts[1].split("step=")[1].split()[0])
+    assert resumed_at % 5 == 0 and resumed_at <= killed_at  # the last periodic checkpoint (every 5 steps)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "done" and status["weights"] == _reference_weights(tmp_path, steps)
+
+
+def test_non_zero_rank_waits_for_rank_zero_to_requeue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's handler returns at once on ranks != 0; the wrapper must not exit them on its own."""
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda s, f: seen.append(s))
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setattr(launch, "_RANK_WAIT_S", 0.3)
+    try:
+        t0 = time.monotonic()
+        launch._hand_over(signal.SIGUSR2, RuntimeError("x"))
+        waited = time.monotonic() - t0
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [signal.SIGUSR2] and waited >= 0.3
+
+
+def test_preempt_signal_follows_submitit_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launch.preempt_signal() == signal.SIGUSR2
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "TERM")
+    assert launch.preempt_signal() == signal.SIGTERM
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "NOPE")
+    with pytest.raises(ValueError, match="NOPE"):
+        launch.preempt_signal()
+
+
+def test_resolve_runner_names_the_problem() -> None:
+    with pytest.raises(ValueError, match="module:function"):
+        launch.resolve_runner("jobs.runner")
+    with pytest.raises(ValueError, match="no function"):
+        launch.resolve_runner("jobs.launch:nope")

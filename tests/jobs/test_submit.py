@@ -1,0 +1,121 @@
+"""What a (re)submission submits, and with which dependencies -- decided from run folders and SLURM states."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.manifest import Manifest, Task
+from jobs.slurm_queue import JobState
+from jobs.submit import _ranges, plan, submit
+
+#   pretrain/a -> finetune/a1, finetune/a2 -> distill/a1d ;  pretrain/b -> finetune/b1 ;  supervised/s
+
+
+def _manifest(tmp_path: Path, executor: str = "slurm") -> Manifest:
+    edges = {"pretrain/a": None, "pretrain/b": None, "supervised/s": None, "finetune/a1": "pretrain/a",
+             "finetune/a2": "pretrain/a", "finetune/b1": "pretrain/b", "distill/a1d": "finetune/a1"}
+    tasks = []
+    for key, parent in edges.items():
+        run = tmp_path / "runs" / key
+        tasks.append(Task(key=key, stage=key.split("/")[0], point=key, seed=0, hash="0" * 8, run_dir=str(run),
+                          parent=parent, axes={}, overrides=[],
+                          config={"stage": key.split("/")[0], "run_dir": str(run),
+                                  "parent": str(tmp_path / "runs" / parent) if parent else None}))
+    return Manifest(name="t", sweep_dir=str(tmp_path), definition={}, cluster={"executor": executor},
+                    stages=["pretrain", "supervised", "finetune", "distill"], tasks=tasks)
+
+
+def _done(m: Manifest, *keys: str) -> None:
+    for t in m.tasks:
+        if t.key in keys:
+            Path(t.run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(t.run_dir) / "status.json").write_text(json.dumps({"state": "done"}))
+
+
+def _jobs(**states: str) -> tuple[list[dict], dict[str, JobState]]:
+    records, js = [], {}
+    for i, (key, state) in enumerate(states.items()):
+        key = key.replace("__", "/")
+        jid = f"100_{i}"
+        records.append({"key": key, "job_id": jid, "executor": "slurm"})
+        reason = "DependencyNeverSatisfied" if state == "DEADPENDING" else ""
+        js[jid] = JobState(jid, "PENDING" if state == "DEADPENDING" else state, reason)
+    return records, js
+
+
+def test_fresh_sweep_submits_everything_in_stage_order_with_parent_links(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    p = plan(m, [], {})
+    assert [t.stage for t in p.submit] == ["pretrain", "pretrain", "supervised", "finetune", "finetune",
+                                           "finetune", "distill"]
+    assert p.parent_key == {"finetune/a1": "pretrain/a", "finetune/a2": "pretrain/a", "finetune/b1": "pretrain/b",
+                            "distill/a1d": "finetune/a1"}
+    assert not p.parent_job and not p.queued and not p.done and not p.cancel
+
+
+def test_done_runs_are_never_resubmitted_and_queued_ones_never_duplicated(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    _done(m, "pretrain/a", "finetune/a1")
+    records, states = _jobs(pretrain__b="RUNNING", supervised__s="PENDING", finetune__a2="FAILED",
+                            finetune__b1="PENDING", distill__a1d="CANCELLED")
+    p = plan(m, records, states)
+    assert sorted(p.done) == ["finetune/a1", "pretrain/a"]
+    assert sorted(p.queued) == ["finetune/b1", "pretrain/b", "supervised/s"]
+    assert [t.key for t in p.submit] == ["finetune/a2", "distill/a1d"]
+    assert not p.parent_key and not p.parent_job  # both parents are done: no dependency
+
+
+def test_cancelled_task_reruns_with_its_dependants_only(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    _done(m, "pretrain/b", "supervised/s", "finetune/b1")
+    # pretrain/a was cancelled by hand; its children were killed by --kill-on-invalid-dep (or not yet)
+    records, states = _jobs(pretrain__a="CANCELLED", finetune__a1="CANCELLED", finetune__a2="DEADPENDING",
+                            distill__a1d="PENDING")
+    p = plan(m, records, states)
+    assert [t.key for t in p.submit] == ["pretrain/a", "finetune/a1", "finetune/a2", "distill/a1d"]
+    assert p.parent_key == {"finetune/a1": "pretrain/a", "finetune/a2": "pretrain/a", "distill/a1d": "finetune/a1"}
+    # the never-satisfiable pending ones are cancelled before the resubmission, nothing else
+    assert sorted(p.cancel) == ["100_2", "100_3"]
+
+
+def test_dependency_on_a_parent_still_in_the_queue(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    records, states = _jobs(pretrain__a="RUNNING", finetune__a1="FAILED")
+    p = plan(m, records, states)
+    assert p.parent_job["finetune/a1"] == "100_0" and p.parent_job["finetune/a2"] == "100_0"
+    assert p.parent_key["distill/a1d"] == "finetune/a1"
+    assert "pretrain/a" in p.queued and "pretrain/a" not in [t.key for t in p.submit]
+
+
+def test_plan_is_idempotent_once_everything_is_queued(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    records, states = _jobs(**{t.key.replace("/", "__"): "PENDING" for t in m.tasks})
+    assert plan(m, records, states).submit == []
+
+
+def test_ranges() -> None:
+    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and _ranges([3]) == "3"
+
+
+def test_dry_run_prints_one_array_per_stage_and_writes_nothing(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    m.cluster = {"executor": "slurm", "partition": "debug"}
+    out: list[str] = []
+    sub = submit(m, plan(m, [], {}), dry_run=True, printer=out.append)
+    text = "\n".join(out)
+    assert text.count("--array=") == 4  # pretrain, supervised, finetune, distill
+    assert text.count("#!/bin/bash") == 5  # + the report job
+    assert "--dependency='afterany:$" in text and "--kill-on-invalid-dep=yes" in text
+    assert "afterok:$PRETRAIN_ARRAY_0" in text and "afterok:$FINETUNE_ARRAY_0" in text
+    assert sub.sbatch_calls == 0 and not (tmp_path / "jobs.jsonl").exists() and not (tmp_path / "slurm").exists()
+
+
+@pytest.mark.parametrize("executor", ["local"])
+def test_dry_run_local_executor(tmp_path: Path, executor: str) -> None:
+    m = _manifest(tmp_path, executor)
+    out: list[str] = []
+    submit(m, plan(m, [], {}), dry_run=True, printer=out.append)
+    assert "one pipeline process, 7 task(s)" in out[0] and not (tmp_path / "jobs.jsonl").exists()
