@@ -8,14 +8,25 @@ pipeline stops its running children. Run folders are left as they are: ``resume`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from jobs.launch import pipeline_state_path
 from jobs.manifest import read_jobs
 from jobs.submit import job_states
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def cancel(sweep_dir: str | Path) -> list[str]:
@@ -40,11 +51,16 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     ids = sorted({j.split("_", 1)[0] for j in slurm_ids})
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
-    for pid in pipelines:
-        try:
-            os.kill(int(pid), signal.SIGINT)
-        except (ProcessLookupError, ValueError):
-            pass
+    for job in pipelines:
+        # SIGINT to the pipeline process itself (its pid is in its state file): it stops its children and
+        # ends without a requeue. The controller's pid would be a shell when the profile has setup lines.
+        state = _read_state(pipeline_state_path(sweep_dir, job))
+        for pid in (state.get("pid"), job):
+            try:
+                os.kill(int(pid), signal.SIGINT)
+                break
+            except (ProcessLookupError, ValueError, TypeError):
+                continue
     return ids + [f"local:{p}" for p in pipelines]
 
 

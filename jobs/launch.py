@@ -191,7 +191,10 @@ class ReportTask:
     def __call__(self) -> Any:
         from analysis import report  # another room; imported lazily so the job layer never needs it
 
-        return report.main([self.sweep_dir])
+        rc = report.main([self.sweep_dir])
+        if isinstance(rc, int) and rc != 0:  # let SLURM (and `status`) show a report that found nothing
+            raise RuntimeError(f"analysis.report.main([{self.sweep_dir!r}]) exited with status {rc}")
+        return rc
 
     def checkpoint(self) -> Any:
         import submitit

@@ -64,7 +64,12 @@ def build_manifest(sweep: SweepConfig, composer: PointComposer | None = None) ->
 def run_sweep(name: str, overrides: list[str], *, dry_run: bool = False, printer: Any = print,
               runner: str = DEFAULT_RUNNER) -> Submission:
     """Compose, expand, write the manifest and submit; returns what was queued."""
-    sweep = compose_sweep(name, overrides)
+    return submit_sweep(compose_sweep(name, overrides), dry_run=dry_run, printer=printer, runner=runner)
+
+
+def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = print,
+                 runner: str = DEFAULT_RUNNER) -> Submission:
+    """Expand and validate ``sweep``, write its manifest, submit what is neither done nor queued."""
     manifest = build_manifest(sweep)
     sweep_dir = Path(manifest.sweep_dir)
     if dry_run:

@@ -1,0 +1,50 @@
+"""``cancel``: everything still queued or running stops; the run folders stay for ``resume``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import cancel as cancel_mod
+from jobs.resume import run_resume
+from jobs.status import collect, finished
+from jobs.sweep import run_sweep
+
+FAKE = "tests.jobs.fake_stage:run_stage"
+
+
+def test_cancel_of_a_folder_without_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cancel_mod.main([str(tmp_path)]) == 2 and "jobs.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cancel_a_local_pipeline_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = tmp_path / "sw"
+    monkeypatch.setenv("FAKE_STEP_S", "0.5")
+    run_sweep("tiny", [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor"], runner=FAKE,
+              printer=lambda *_: None)
+    t0 = time.time()
+    while not any(r.state == "RUNNING" for r in collect(sweep)[0]):
+        assert time.time() - t0 < 60
+        time.sleep(0.2)
+    cancelled = cancel_mod.cancel(sweep)
+    assert len(cancelled) == 1 and cancelled[0].startswith("local:")
+    t0 = time.time()
+    while not finished(*collect(sweep)):
+        assert time.time() - t0 < 60, [(r.point, r.state) for r in collect(sweep)[0]]
+        time.sleep(0.2)
+    rows, _ = collect(sweep)
+    assert {r.state for r in rows} <= {"CANCELLED"} and not any((Path(r.run_dir) / "status.json").exists()
+                                                                 for r in rows)
+    assert cancel_mod.cancel(sweep) == []  # nothing left to cancel
+    monkeypatch.setenv("FAKE_STEP_S", "0")
+    sub = run_resume(sweep, runner=FAKE, printer=lambda *_: None)
+    assert len(sub.job_ids) == 6
+    t0 = time.time()
+    while not finished(*collect(sweep)) or collect(sweep)[1].state == "RUNNING":  # type: ignore[union-attr]
+        assert time.time() - t0 < 120
+        time.sleep(0.3)
+    assert all(r.state == "DONE" for r in collect(sweep)[0])
