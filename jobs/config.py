@@ -191,7 +191,7 @@ def validate(cfg: StageConfig) -> StageConfig:
     _require(0 <= f.label_smoothing < 1, "finetune.label_smoothing", "must be in [0, 1)")
     s = cfg.distill
     _require(s.temperature > 0, "distill.temperature", f"must be > 0, got {s.temperature}")
-    _require(s.label_weight >= 0, "distill.label_weight", "must be >= 0")
+    _require(0 <= s.label_weight <= 1, "distill.label_weight", f"must be in [0, 1], got {s.label_weight}")
     if cfg.stage in ("finetune", "linear_eval", "distill"):
         _require(cfg.parent is not None and cfg.parent != "", "parent", f"stage {cfg.stage} needs a parent run folder")
     return cfg

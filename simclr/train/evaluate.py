@@ -62,8 +62,11 @@ def embed(
     n = 0
     for batch in batches:
         f = encoder(_images(batch, device, channels_last)).float()
+        y = batch["label"].to(device)
+        keep = y >= 0  # padded slots of the last evaluation batch carry label -1
+        f, y = f[keep], y[keep]
         feats.append(F.normalize(f, dim=1))
-        labels.append(batch["label"].to(device))
+        labels.append(y)
         n += f.shape[0]
         if limit and n >= limit:
             break

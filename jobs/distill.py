@@ -1,0 +1,102 @@
+"""Stage 3: distillation of a fine-tuned teacher into a student on ALL unlabelled images (SimCLRv2 sec. 2).
+
+The teacher (``parent``: a finished finetune run) is fixed; its softened predictions softmax(t/T) on each
+augmented batch are the targets of the student's log_softmax(s/T) (loss scaled by T^2). The student is
+``cfg.model`` (the same architecture for self-distillation, or a smaller one) with a linear classifier,
+trained from scratch. With ``distill.label_weight > 0`` the true labels of the labelled subset (the
+teacher's label fraction) are mixed in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jobs import builders
+from jobs.config import StageConfig, from_dict
+from jobs.finetune import load_trained
+from jobs.runner import StageParts, stage_main
+from simclr.losses.distill import IGNORE_LABEL, distillation_loss
+from simclr.models.simclr import Classifier
+from simclr.train.evaluate import classify
+from simclr.train.runfolder import RunFolder
+
+
+def teacher_of(cfg: StageConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """The fine-tuned teacher, rebuilt from its run's config and loaded from its last checkpoint."""
+    assert cfg.parent is not None
+    tcfg = from_dict(RunFolder(cfg.parent).read_config())
+    if tcfg.stage not in ("finetune", "supervised", "distill"):
+        raise ValueError(f"config key 'parent': a distill teacher must be a classifier run, got stage {tcfg.stage!r}")
+    teacher = Classifier(builders.backbone(tcfg), _neck(tcfg), num_classes)
+    load_trained(cfg.parent, teacher)
+    teacher.eval().requires_grad_(False).to(device)
+    if cfg.train.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
+
+
+def _neck(tcfg: StageConfig) -> nn.Module:
+    if tcfg.stage == "finetune":
+        return builders.simclr_model(tcfg, None).head.truncated(tcfg.finetune.ft_proj_selector)
+    return nn.Identity()
+
+
+def build(cfg: StageConfig, device: torch.device) -> StageParts:
+    train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled")
+    test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
+    teacher = teacher_of(cfg, train.num_classes, device)
+    student = Classifier(builders.backbone(cfg), nn.Identity(), train.num_classes)  # trained from scratch
+    T = cfg.distill.temperature
+    label_weight = cfg.distill.label_weight
+    labelled: set[str] = set()
+    if label_weight > 0:
+        keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
+        labelled = set(keys.read_text().split()) if keys else set()
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = batch["image"]
+        with torch.no_grad():
+            t_logits = teacher(x).float()
+        s_logits = module(x).float()
+        labels = None
+        if label_weight > 0:
+            mask = torch.tensor([k in labelled for k in batch["key"]], device=x.device)
+            labels = torch.where(mask, batch["label"], torch.full_like(batch["label"], IGNORE_LABEL))
+        loss = distillation_loss(s_logits, t_logits, T, labels=labels, label_weight=label_weight)
+        agree = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100
+        return loss, {"distill_loss": loss.detach(), "agreement": agree.detach()}
+
+    cl = cfg.train.channels_last
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        res = classify(m, test.epoch_iter(0), device, channels_last=cl)
+        agree = n = 0
+        with torch.no_grad():
+            for batch in test.epoch_iter(0):
+                x = batch["image"].to(device)
+                if cl:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                agree += int((m(x).argmax(1) == teacher(x).argmax(1)).sum())
+                n += x.shape[0]
+        res["agreement"] = 100.0 * agree / max(1, n)
+        return res
+
+    n_steps = builders.steps(cfg, len(train))
+    return StageParts(
+        model=student,
+        loader=train,
+        optimizer=builders.optimizer(cfg, student),
+        lr_at=builders.lr_schedule(cfg, n_steps, len(train)),
+        step_fn=step_fn,
+        evaluators=(lambda m, epoch: evaluate(m),),
+        final_eval=evaluate,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("distill", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

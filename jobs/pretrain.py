@@ -1,0 +1,97 @@
+"""Stage 1: SimCLR contrastive pretraining (SimCLRv2 sec. 2; official run.py train_mode=pretrain).
+
+NT-Xent over the global batch (negatives gathered from every rank), LARS with warm-up + cosine, global
+(synchronised) BN under DDP, a stop-gradient linear probe trained online on the labelled samples, and a kNN
+monitor on the evaluation split at epoch ends.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jobs import builders
+from jobs.config import StageConfig
+from jobs.runner import StageParts, stage_main
+from simclr import dist
+from simclr.losses.ntxent import nt_xent
+from simclr.train.evaluate import classify, knn_evaluator, knn_top1, embed
+
+
+def build(cfg: StageConfig, device: torch.device) -> StageParts:
+    train = builders.loader(cfg, split=cfg.data.train_split, mode="two_view")
+    model = builders.simclr_model(cfg, train.num_classes if cfg.pretrain.probe else None)
+    if dist.is_distributed():
+        model = dist.convert_sync_bn(model)  # global BN (SimCLR sec. 2 / appendix): stats over all ranks
+    n_steps = builders.steps(cfg, len(train))
+    temperature = cfg.pretrain.temperature
+    probe = cfg.pretrain.probe
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = torch.cat([batch["view1"], batch["view2"]])
+        out = module(x)
+        z1, z2 = out["proj"].float().chunk(2)
+        loss, logits, labels = nt_xent(z1, z2, temperature)
+        metrics = {
+            "contrastive_loss": loss.detach(),
+            "contrastive_acc": (logits.argmax(1) == labels).float().mean().detach() * 100,
+        }
+        if probe:
+            y = batch["label"].repeat(2)
+            keep = y >= 0
+            if bool(keep.any()):
+                pl = out["probe_logits"].float()
+                probe_loss = F.cross_entropy(pl[keep], y[keep])
+                # The probe sees detached features: this adds to the loss without touching the encoder.
+                loss = loss + probe_loss
+                metrics["probe_loss"] = probe_loss.detach()
+                metrics["probe_top1"] = (pl[keep].argmax(1) == y[keep]).float().mean().detach() * 100
+        return loss, metrics
+
+    cl = cfg.train.channels_last
+    knn_train = builders.loader(cfg, split=cfg.data.train_split, mode="eval", distributed=False, batch_size=512)
+    knn_test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
+
+    def features(m: nn.Module):  # type: ignore[no-untyped-def]
+        return lambda x: m.backbone(x)  # type: ignore[operator]
+
+    evaluators = []
+    if cfg.pretrain.knn_every_epochs > 0:
+        evaluators.append(
+            knn_evaluator(
+                features,
+                lambda: knn_train.epoch_iter(0),
+                lambda: knn_test.epoch_iter(0),
+                device,
+                k=cfg.pretrain.knn_k,
+                train_limit=cfg.pretrain.knn_train_samples,
+                channels_last=cl,
+            )
+        )
+
+    def final_eval(m: nn.Module) -> dict[str, float]:
+        tx, ty = embed(features(m), knn_train.epoch_iter(0), device, channels_last=cl, limit=cfg.pretrain.knn_train_samples)
+        vx, vy = embed(features(m), knn_test.epoch_iter(0), device, channels_last=cl)
+        res = {"knn_top1": knn_top1(tx, ty, vx, vy, k=cfg.pretrain.knn_k)}
+        if probe:
+            res["probe_top1"] = classify(lambda x: m(x)["probe_logits"], knn_test.epoch_iter(0), device, channels_last=cl)["top1"]  # type: ignore[index]
+        return res
+
+    return StageParts(
+        model=model,
+        loader=train,
+        optimizer=builders.optimizer(cfg, model),
+        lr_at=builders.lr_schedule(cfg, n_steps, len(train)),
+        step_fn=step_fn,
+        evaluators=tuple(evaluators),
+        final_eval=final_eval,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("pretrain", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Every stage end to end on a tiny ResNet and a few hundred real Fashion-MNIST images, on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from jobs import builders
+from jobs.config import ConfigError, StageConfig, compose
+from jobs.runner import run_stage
+from simclr.train import checkpoint as ckpt
+from simclr.train import preempt
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "model.width=0.125",
+    "data.image_size=16",
+    "train.batch_size=32",
+    "train.log_every=1",
+    "train.checkpoint_every=5",
+    "train.channels_last=false",
+    "pretrain.knn_train_samples=100",
+]
+PARENT_STAGE = {"finetune": "pretrain", "linear_eval": "pretrain", "distill": "finetune"}
+TIMING = {"images_per_s"}
+
+
+def cfg_for(stage: str, tmp: Path, root: Path, name: str, *extra: str, parent: Path | None = None) -> StageConfig:
+    over = [f"run_dir={tmp / name}", f"data.root={root}", *TINY]
+    if stage in ("finetune", "supervised", "distill"):
+        over.append("finetune.label_fraction=0.5")
+    if parent is not None:
+        over.append(f"parent={parent}")
+    return compose(stage, over + list(extra))
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """pretrain -> finetune -> distill (plus linear_eval and supervised), each run once to the end."""
+    tmp = tmp_path_factory.mktemp("chain")
+    runs: dict[str, Path] = {}
+    for stage, extra in [
+        ("pretrain", ["train.epochs=2"]),
+        ("finetune", ["train.epochs=4"]),
+        ("linear_eval", ["train.epochs=2"]),
+        ("supervised", ["train.epochs=4"]),
+        ("distill", ["train.epochs=2"]),
+    ]:
+        parent = runs.get(PARENT_STAGE.get(stage, ""))
+        cfg = cfg_for(stage, tmp, tiny_root, stage, *extra, parent=parent)
+        status = run_stage(cfg)
+        assert status["state"] == "done", status
+        runs[stage] = Path(cfg.run_dir)
+    return runs
+
+
+def metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_stage_writes_the_run_folder_contract(chain: dict[str, Path]) -> None:
+    for stage, run in chain.items():
+        status = json.loads((run / "status.json").read_text())
+        assert status["state"] == "done" and status["step"] == status["total_steps"] > 0
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["stage"] == stage and (run / "config.yaml").is_file()
+        assert ckpt.list_checkpoints(run / "checkpoints")
+        names = {m["name"] for m in metrics(run)}
+        assert "loss" in names
+        if stage == "pretrain":
+            assert {"contrastive_acc", "probe_top1", "knn_top1"} <= names
+            assert 0 <= status["final"]["test/knn_top1"] <= 100
+        else:
+            assert 0 <= status["final"]["test/top1"] <= status["final"]["test/top5"] <= 100
+
+
+def test_finetune_starts_from_the_pretrained_weights(chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
+    cfg = cfg_for("finetune", tmp_path, tiny_root, "ft", parent=chain["pretrain"])
+    from jobs.finetune import build
+
+    parts = build(cfg, torch.device("cpu"))
+    pre = ckpt.load_latest(chain["pretrain"] / "checkpoints")[0]["model"]  # type: ignore[index]
+    got = parts.model.state_dict()
+    backbone = [k for k in pre if k.startswith("backbone.")]
+    assert backbone
+    for k in backbone:
+        assert torch.equal(got[k], pre[k]), k
+    # ft_proj_selector=1 keeps exactly the first head layer's weights
+    neck = {k[len("neck."):]: v for k, v in got.items() if k.startswith("neck.")}
+    layer0 = {k[len("head.layers."):]: v for k, v in pre.items() if k.startswith("head.layers.0.")}
+    assert neck.keys() == layer0.keys() and layer0
+    for k in neck:
+        assert torch.equal(neck[k], layer0[k]), k
+
+
+def test_linear_eval_keeps_the_backbone_frozen(chain: dict[str, Path]) -> None:
+    pre = ckpt.load_latest(chain["pretrain"] / "checkpoints")[0]["model"]  # type: ignore[index]
+    lin = ckpt.load_latest(chain["linear_eval"] / "checkpoints")[0]["model"]  # type: ignore[index]
+    for k, v in pre.items():
+        if k.startswith("backbone."):
+            assert torch.equal(lin[k], v), k  # weights AND BN running statistics
+
+
+def test_distillation_loss_decreases_and_student_follows_teacher(chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
+    rows = [m for m in metrics(chain["distill"]) if m["split"] == "train" and m["name"] == "distill_loss"]
+    first, last = rows[0]["value"], rows[-1]["value"]
+    assert last < first
+    from jobs.distill import build
+
+    parts = build(cfg_for("distill", tmp_path, tiny_root, "d0", parent=chain["finetune"]), torch.device("cpu"))
+    before = parts.final_eval(parts.model.eval())["agreement"]  # type: ignore[misc]
+    after = json.loads((chain["distill"] / "status.json").read_text())["final"]["test/agreement"]
+    assert after > before
+
+
+def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preempt the run after each number of steps in ``stops`` (counted from each restart), then finish."""
+    import simclr.train.loop as loop
+
+    for n in stops:
+        calls = {"n": 0}
+
+        def requested(n: int = n, calls: dict[str, int] = calls) -> bool:
+            calls["n"] += 1
+            return calls["n"] >= n
+
+        monkeypatch.setattr(loop.preempt, "requested", requested)
+        with pytest.raises(preempt.PreemptionRequested):
+            run_stage(cfg)
+    monkeypatch.setattr(loop.preempt, "requested", lambda: False)
+    assert run_stage(cfg)["state"] == "done"
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune", "linear_eval", "supervised", "distill"])
+def test_stop_anywhere_and_resume_is_bit_identical(
+    stage: str, chain: dict[str, Path], tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 240 train images, batch 32: 7 steps per pretrain/distill epoch; fractions of 120 images: 3 steps.
+    extra = ["train.epochs=2"] if stage in ("pretrain", "distill") else ["train.epochs=5"]
+    parent = chain.get(PARENT_STAGE.get(stage, ""))
+    ref = cfg_for(stage, tmp_path, tiny_root, "ref", *extra, parent=parent)
+    run = cfg_for(stage, tmp_path, tiny_root, "run", *extra, parent=parent)
+    assert run_stage(ref)["state"] == "done"
+    total = json.loads((Path(ref.run_dir) / "status.json").read_text())["step"]
+    # three stops: one mid-epoch, one at an epoch boundary or later, one near the end
+    _run_with_stops(run, [2, max(1, total // 2 - 2), max(1, total - total // 2 - 1)], monkeypatch)
+    a = ckpt.load_latest(Path(ref.run_dir) / "checkpoints")[0]["model"]  # type: ignore[index]
+    b = ckpt.load_latest(Path(run.run_dir) / "checkpoints")[0]["model"]  # type: ignore[index]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    def values(p: str) -> list[tuple[Any, ...]]:
+        return [(m["step"], m["split"], m["name"], m["value"]) for m in metrics(Path(p)) if m["name"] not in TIMING]
+
+    assert values(ref.run_dir) == values(run.run_dir)
+    status = json.loads((Path(run.run_dir) / "status.json").read_text())
+    assert status["restarts"] == 3
+    assert status["final"] == json.loads((Path(ref.run_dir) / "status.json").read_text())["final"]
+
+
+def test_invalid_config_fails_before_the_run_folder_is_touched(tiny_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.depth"):
+        run_stage({"stage": "pretrain", "run_dir": str(tmp_path / "bad"), "data": {"root": str(tiny_root)}, "model": {"depth": 7}})
+    with pytest.raises(FileNotFoundError, match="label_fraction"):
+        run_stage(cfg_for("supervised", tmp_path, tiny_root, "bad2", "finetune.label_fraction=0.2"))
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
+def test_a_done_run_is_not_run_again(chain: dict[str, Path]) -> None:
+    cfg = json.loads((chain["supervised"] / "config.json").read_text())
+    before = (chain["supervised"] / "status.json").read_text()
+    assert run_stage(cfg)["state"] == "done"
+    assert (chain["supervised"] / "status.json").read_text() == before
