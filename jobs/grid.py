@@ -19,10 +19,13 @@ its seed suffix), so the seeds of one config point share it and the folder is fo
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from jobs.cluster import ClusterProfile, profile_from_dict, profile_to_dict
-from jobs.config import STAGES, StageConfig, from_dict, to_dict
+from jobs.config import STAGES, StageConfig, from_dict, to_dict, validate
 from jobs.manifest import Task
 from jobs.sweep_schema import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
 
@@ -89,6 +92,11 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not (CONF_DIR / "sweep" / f"{name}.yaml").is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
         raise SweepError(f"sweep definition {name!r}: no file jobs/conf/sweep/{name}.yaml (known: {known})")
+    from hydra.core.config_store import ConfigStore
+
+    # The sweep YAMLs start from the schema, so `stages.x.enabled=false` or `report.enabled=false` need
+    # no '+' on the command line, and a misspelt key fails while composing.
+    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
     sweep_ov, stage_ov = split_cli_overrides(list(overrides or []))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -167,14 +175,41 @@ def _is_group(key: str) -> bool:
     return "." not in key and (CONF_DIR / key).is_dir() and key not in ("cluster", "sweep")
 
 
+# Per-point fields the sweep sets itself (always with the right type): they are applied after validation
+# of the rest, so that points differing only in them are type-checked by OmegaConf once.
+FIXED_FIELDS = ("seed", "point", "parent", "run_dir")
+
+
+@functools.lru_cache(maxsize=None)
+def _nested_fields(cls: type) -> tuple[tuple[str, type | None], ...]:
+    """(field name, dataclass type of the field or None) of a dataclass, resolved once."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name] if dataclasses.is_dataclass(hints[f.name]) else None)
+                 for f in dataclasses.fields(cls))
+
+
+def _dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Nested dataclass from a (complete, already type-checked) dict: cheap, for ``jobs.config.validate``."""
+    kwargs = {name: _dataclass_from_dict(sub, data[name]) if sub is not None else data[name]
+              for name, sub in _nested_fields(cls)}
+    return cls(**kwargs)
+
+
 class PointComposer:
-    """``jobs.config.compose(stage, overrides)`` with Hydra run once per (stage, group choices)."""
+    """``jobs.config.compose(stage, overrides)`` for many points, fast.
+
+    Hydra composes once per (stage, config-group choices); each distinct override string is parsed once;
+    OmegaConf's structured merge (unknown keys, types) runs once per distinct set of value overrides,
+    with :data:`FIXED_FIELDS` set afterwards and every point then checked by ``jobs.config.validate``.
+    """
 
     def __init__(self) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self._parser = OverridesParser.create()
         self._base: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        self._parsed: dict[str, tuple[bool, str, Any]] = {}
+        self._checked: dict[tuple[Any, ...], str] = {}
 
     def _base_config(self, stage: str, groups: tuple[str, ...]) -> dict[str, Any]:
         """The stage YAML with these group choices, resolved but not yet validated (a copy)."""
@@ -199,37 +234,57 @@ class PointComposer:
             self._base[key] = data  # type: ignore[assignment]
         return json.loads(json.dumps(self._base[key]))
 
-    def compose(self, stage: str, overrides: list[str]) -> dict[str, Any]:
-        """The resolved, validated config dict; ValueError naming the override or key when invalid."""
-        try:
-            parsed = self._parser.parse_overrides(overrides)
-        except OmegaConfBaseException as e:
-            raise SweepError(f"bad override in {overrides}: {e}") from None
-        except Exception as e:  # hydra's OverrideParseException
-            raise SweepError(f"bad override in {overrides}: {e}") from None
-        groups: list[str] = []
-        values: list[tuple[str, Any]] = []
-        for ov, text in zip(parsed, overrides):
+    def _parse(self, text: str) -> tuple[bool, str, Any]:
+        """(is a group choice, key, value) of one override, parsed once."""
+        if text not in self._parsed:
+            try:
+                (ov,) = self._parser.parse_overrides([text])
+            except Exception as e:  # hydra's OverrideParseException
+                raise SweepError(f"bad override {text!r}: {e}") from None
             if ov.is_delete() or ov.is_sweep_override() or ov.package is not None:
                 raise SweepError(f"override {text!r}: only key=value overrides are allowed in a sweep")
             key = ov.key_or_group
-            if _is_group(key):
-                groups.append(f"{key}={ov.value()}")
-            else:
-                values.append((key, ov.value()))
-        cfg = self._base_config(stage, tuple(groups))
-        for key, value in values:
-            node: Any = cfg
-            parts = key.split(".")
-            for part in parts[:-1]:
-                if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            self._parsed[text] = (_is_group(key), key, ov.value())
+        return self._parsed[text]
+
+    def compose(self, stage: str, overrides: list[str], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The resolved, validated config dict; ValueError naming the override or key when invalid.
+
+        ``fixed``: values of :data:`FIXED_FIELDS` set last (they win over any override of the same key).
+        """
+        fixed = dict(fixed or {})
+        groups: list[str] = []
+        values: list[tuple[str, Any]] = []
+        for text in overrides:
+            is_group, key, value = self._parse(text)
+            if is_group:
+                groups.append(f"{key}={value}")
+            elif key in FIXED_FIELDS and key not in fixed:
+                fixed[key] = value
+            elif key not in FIXED_FIELDS:
+                values.append((key, value))
+        sig = (stage, tuple(groups), json.dumps(values, sort_keys=False, default=repr))
+        if sig not in self._checked:
+            cfg = self._base_config(stage, tuple(groups))
+            for key, value in values:
+                node: Any = cfg
+                parts = key.split(".")
+                for part in parts[:-1]:
+                    if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+                        raise SweepError(f"unknown config key '{key}' (stage {stage})")
+                    node = node[part]
+                if parts[-1] not in node:
                     raise SweepError(f"unknown config key '{key}' (stage {stage})")
-                node = node[part]
-            if parts[-1] not in node:
-                raise SweepError(f"unknown config key '{key}' (stage {stage})")
-            node[parts[-1]] = value
-        cfg["stage"] = stage
-        return to_dict(from_dict(cfg))
+                node[parts[-1]] = value
+            cfg["stage"] = stage
+            # Placeholders for the per-point fields: the full OmegaConf check, once per signature.
+            cfg.update({"run_dir": "/_", "parent": "/_", "point": "p"})
+            self._checked[sig] = json.dumps(to_dict(from_dict(cfg)))
+        cfg = json.loads(self._checked[sig])
+        for key in FIXED_FIELDS:
+            cfg[key] = fixed.get(key, StageConfig.__dataclass_fields__[key].default)
+        validate(_dataclass_from_dict(StageConfig, cfg))
+        return cfg
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -416,8 +471,10 @@ def _make_task(
     if parent is not None:
         fixed.append(f"parent={render_value(parent.run_dir)}")
     overrides = base_ov + axis_ov + fixed + ["run_dir=/_"]
+    fixed_values = {"seed": seed, "point": point, "parent": parent.run_dir if parent is not None else None,
+                    "run_dir": "/_"}
     try:
-        config = composer.compose(stage, overrides)
+        config = composer.compose(stage, overrides, fixed_values)
     except ValueError as e:
         raise SweepError(f"sweep {where} point {point!r} (seed {seed}): {e}") from None
     config["sweep"] = sweep.name

@@ -157,7 +157,10 @@ def render(rows: list[Row], report: Row | None, sweep_dir: str | Path, *, full_p
     header = ["STAGE", "POINT", "SEED", "STATE", "RESTARTS", "PROGRESS", "METRIC", "JOB", "RUN"]
     table = [header]
     for r in rows + ([report] if report else []):
-        state = r.state + (f" ({r.reason})" if r.reason and r.state not in ("DONE", "RUNNING") else "")
+        # SLURM keeps the last pending reason on finished jobs ("COMPLETED (Dependency)"): show it only
+        # where it explains something.
+        explain = r.reason and r.state in ("PENDING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "REQUEUED")
+        state = r.state + (f" ({r.reason})" if explain else "")
         metric = f"{r.metric}={r.value:.4g}" if r.value is not None else "-"
         run = r.run_dir if full_paths else os.path.relpath(r.run_dir, sweep_dir)
         table.append([r.stage, r.point, str(r.seed) if r.stage != "report" else "-", state[:40], str(r.restarts),
