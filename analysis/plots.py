@@ -1,0 +1,342 @@
+"""The report's figures (matplotlib, PNG + SVG), from the group table and the training curves.
+
+- ``top1_vs_params``: test top-1 against parameter count, a line per label fraction (fine-tuned
+  solid, supervised dashed, linear eval dotted): SimCLRv2 Figure 1 / Table 1 (bigger models are
+  more label-efficient).
+- ``gain_vs_params``: fine-tuned minus supervised against parameter count, per label fraction.
+- ``head_ablation``: top-1 against the head layer fine-tuning starts from, a line per head depth,
+  a panel per label fraction (SimCLRv2 Figure 5).
+- ``distillation``: supervised vs teacher vs distilled student, per distillation group (Table 3).
+- ``training_curves``: loss, probe / kNN accuracy and the other logged series per run group (mean
+  over seeds at each step), one figure per stage.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend: the
+Agg canvas), so this works on a headless cluster node and in a forked worker.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.groups import BACKBONE
+from analysis.labels import fraction_label, model_label, num_label
+from analysis.runfolder import STAGES
+
+__all__ = ["FigureFile", "save_figure", "top1_vs_params", "gain_vs_params", "head_ablation", "distillation",
+           "training_curves", "all_figures", "MAX_LINES"]
+
+MAX_LINES = 8  # lines per panel; more groups than this are summarised in the caption
+_FRACTION_STYLE = {"finetune": ("-", "o"), "supervised": ("--", "s"), "linear_eval": (":", "^")}
+
+
+@dataclass
+class FigureFile:
+    """A saved figure: ``png``/``svg`` paths, the PNG bytes (for the HTML page), title and caption."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+    png_bytes: bytes
+
+
+def save_figure(fig: Figure, out_dir: str | Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write ``<name>.png`` (100 dpi) and ``<name>.svg`` under ``out_dir``.
+
+    Layout is fixed by each plot (``subplots_adjust``, legends outside the axes at set anchors)
+    rather than ``bbox_inches="tight"`` / ``loc="best"``: both re-draw the figure, and drawing is
+    most of a report's time. SVG text stays text (``svg.fonttype: none``): smaller, faster, searchable.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format="png", dpi=100)
+        png, svg = out / f"{name}.png", out / f"{name}.svg"
+        png.write_bytes(buf.getvalue())
+        fig.savefig(svg, format="svg")
+    return FigureFile(name=name, title=title, caption=caption, png=png, svg=svg, png_bytes=buf.getvalue())
+
+
+def _best_per_backbone(frame: pd.DataFrame, by: str = "mean") -> pd.DataFrame:
+    """Per (backbone, label fraction), the group with the highest ``by`` (e.g. best head config)."""
+    if frame.empty:
+        return frame
+    keys = list(BACKBONE) + ["label_fraction"]
+    ranked = frame.assign(__rank=frame[by].fillna(-np.inf)).sort_values("__rank", ascending=False)
+    return ranked.drop_duplicates(keys).drop(columns="__rank")
+
+
+def _fraction_colors(fractions: list[float]) -> dict[float, str]:
+    cycle = [f"C{i}" for i in range(10)]
+    return {f: cycle[i % 10] for i, f in enumerate(fractions)}
+
+
+def _sorted_fractions(frame: pd.DataFrame) -> list[float]:
+    return sorted(pd.to_numeric(frame["label_fraction"], errors="coerce").dropna().unique().tolist())
+
+
+def top1_vs_params(groups: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Top-1 vs parameter count per label fraction; None when no classifier group has both."""
+    frame = groups[groups["stage"].isin(list(_FRACTION_STYLE)) & groups["params"].notna() & groups["mean"].notna()]
+    if frame.empty:
+        return None
+    fractions = _sorted_fractions(frame)
+    colors = _fraction_colors(fractions)
+    fig = Figure(figsize=(9, 4.8))
+    fig.subplots_adjust(left=0.08, right=0.74, bottom=0.11, top=0.96)
+    ax = fig.add_subplot()
+    annotated = False
+    for stage, (ls, marker) in _FRACTION_STYLE.items():
+        best = _best_per_backbone(frame[frame["stage"] == stage])
+        for f in fractions:
+            sub = best[np.isclose(best["label_fraction"], f)].sort_values("params")
+            if sub.empty:
+                continue
+            ax.errorbar(sub["params"], sub["mean"], yerr=sub["std"].fillna(0), linestyle=ls, marker=marker,
+                        color=colors[f], capsize=3, label=f"{stage.replace('_', ' ')} {fraction_label(f)}")
+            if not annotated:  # name the models once, along the first line drawn
+                annotated = True
+                for p, m, lab in zip(sub["params"], sub["mean"], (model_label(a, b, c) for a, b, c in
+                                                                  zip(sub["depth"], sub["width"], sub["sk_ratio"]))):
+                    ax.annotate(lab, (p, m), textcoords="offset points", xytext=(3, -10), fontsize=7, color="0.3")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    caption = ("Mean over seeds, bars = std. Solid: fine-tuned (best head configuration per model), dashed: "
+               "supervised, dotted: linear eval; colour = label fraction.")
+    return fig, caption
+
+
+def gain_vs_params(gain_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Semi-supervised gain vs parameter count, from ``tables.gain_table(...).numeric``."""
+    if gain_numeric.empty or "gain" not in gain_numeric:
+        return None
+    frame = gain_numeric.dropna(subset=["gain", "params"])
+    if frame.empty:
+        return None
+    best = _best_per_backbone(frame, by="gain")
+    fractions = _sorted_fractions(best)
+    colors = _fraction_colors(fractions)
+    fig = Figure(figsize=(8, 4.5))
+    fig.subplots_adjust(left=0.09, right=0.8, bottom=0.12, top=0.96)
+    ax = fig.add_subplot()
+    for f in fractions:
+        sub = best[np.isclose(best["label_fraction"], f)].sort_values("params")
+        ax.plot(sub["params"], sub["gain"], marker="o", color=colors[f], label=f"{fraction_label(f)} labels")
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("fine-tuned − supervised top-1 (points)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return fig, "Gain of the best fine-tuned head configuration per model over the supervised model of the same backbone."
+
+
+def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Top-1 vs fine-tune layer, a line per (backbone, head depth), a panel per label fraction."""
+    ft = groups[(groups["stage"] == "finetune") & groups["ft_proj_selector"].notna() & groups["mean"].notna()]
+    if ft.empty or ft["ft_proj_selector"].nunique() < 2:
+        return None
+    fractions = _sorted_fractions(ft)[:4]
+    if not fractions:
+        return None
+    fig = Figure(figsize=(4.2 * len(fractions), 4.8))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.3, top=0.93, wspace=0.25)
+    axes = fig.subplots(1, len(fractions), squeeze=False)[0]
+    dropped = 0
+    for ax, f in zip(axes, fractions):
+        sub = ft[np.isclose(ft["label_fraction"], f)]
+        lines = list(sub.groupby(list(BACKBONE) + ["num_proj_layers"], dropna=False, sort=True))
+        dropped += max(0, len(lines) - MAX_LINES)
+        for key, g in lines[:MAX_LINES]:
+            # ft_proj_selector -1 = "all layers" = the head depth, so it sits at the right end.
+            x = g["ft_proj_selector"].where(g["ft_proj_selector"] != -1, g["num_proj_layers"])
+            order = np.argsort(x.to_numpy())
+            label = f"{model_label(key[0], key[1], key[2])}, {num_label(key[4])}-layer head"
+            ax.errorbar(x.to_numpy()[order], g["mean"].to_numpy()[order], yerr=g["std"].fillna(0).to_numpy()[order],
+                        marker="o", capsize=3, label=label)
+        ax.set_title(f"{fraction_label(f)} labels")
+        ax.set_xlabel("fine-tune from head layer")
+        ticks = sorted(sub["ft_proj_selector"].where(sub["ft_proj_selector"] != -1, sub["num_proj_layers"]).unique())
+        ax.set_xticks(ticks)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test top-1 (%)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", fontsize=7, ncol=2,
+               bbox_to_anchor=(0.5, 0.0))
+    caption = "Mean ± std over seeds. Layer 0 = fine-tune from the encoder (head dropped)."
+    if dropped:
+        caption += f" {dropped} more line(s) not drawn (at most {MAX_LINES} per panel; all are in the tables)."
+    return fig, caption
+
+
+def distillation(distill_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Grouped bars per distillation group: supervised, teacher, student; from ``tables.distill_table``."""
+    if distill_numeric.empty or distill_numeric["student mean"].isna().all():
+        return None
+    frame = distill_numeric.head(12)
+    labels = [f"{model_label(a, b, c)} ← {model_label(d, e, g)}\n{fraction_label(f)}" for a, b, c, d, e, g, f in
+              zip(frame["depth"], frame["width"], frame["sk_ratio"], frame["teacher_depth"], frame["teacher_width"],
+                  frame["teacher_sk_ratio"], frame["label_fraction"])]
+    x = np.arange(len(frame))
+    fig = Figure(figsize=(max(5.5, 1.6 * len(frame) + 2), 4.8))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.86)
+    ax = fig.add_subplot()
+    for i, (col, std, name) in enumerate((("supervised mean", "supervised std", "supervised (student size)"),
+                                          ("teacher_mean", "teacher_std", "teacher"),
+                                          ("student mean", "student std", "distilled student"))):
+        ax.bar(x + (i - 1) * 0.27, frame[col].fillna(0), 0.27, yerr=frame[std].fillna(0), capsize=3, label=name)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xlim(-0.7, len(frame) - 0.3)
+    ax.set_ylabel("test top-1 (%)")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=3)
+    ax.grid(True, axis="y", alpha=0.3)
+    caption = "Student ← teacher, label fraction. A missing bar (height 0) = no matching run."
+    if len(distill_numeric) > 12:
+        caption += f" First 12 of {len(distill_numeric)} groups shown."
+    return fig, caption
+
+
+def training_curves(groups: pd.DataFrame, curves: pd.DataFrame, stage: str) -> tuple[Figure, str] | None:
+    """Mean curve over seeds per group of ``stage``, a panel per logged series (at most 6; ``lr`` and the
+    single final ``test`` point left out)."""
+    sub_groups = groups[groups["stage"] == stage]
+    if sub_groups.empty or curves.empty:
+        return None
+    path_to_label = {p: lab for lab, paths in zip(sub_groups["label"], sub_groups["paths"]) for p in paths.split(";")}
+    # Work on category codes: the curves frame can hold a million points, the runs only a thousand.
+    run = curves["run"].astype("category")
+    all_labels = sorted(set(path_to_label.values()))
+    label_code = {lab: i for i, lab in enumerate(all_labels)}
+    group_of_run = np.array([label_code.get(path_to_label.get(str(p)), -1) for p in run.cat.categories] + [-1])
+    group = group_of_run[run.cat.codes.to_numpy()]  # code -1 (missing run) -> the trailing -1
+    # lr is a schedule, not a result; "test" holds the one final evaluation, not a curve.
+    keep = ((group >= 0) & (curves["name"].astype(str) != "lr").to_numpy()
+            & (curves["split"].astype(str) != "test").to_numpy())
+    if not keep.any():
+        return None
+    present = np.unique(group[keep])
+    shown_codes = present[:MAX_LINES]
+    keep &= np.isin(group, shown_codes)
+    c = pd.DataFrame({"group": group[keep], "split": curves["split"].to_numpy()[keep],
+                      "name": curves["name"].to_numpy()[keep], "step": curves["step"].to_numpy()[keep],
+                      "value": curves["value"].to_numpy()[keep]})
+    mean = c.groupby(["group", "split", "name", "step"], sort=True)["value"].mean().reset_index()
+    series = sorted({(str(a), str(b)) for a, b in mean[["split", "name"]].drop_duplicates().itertuples(index=False)},
+                    key=lambda sn: (sn[1] != "loss", sn))[:6]
+    shown = [all_labels[i] for i in shown_codes]
+    labels = [all_labels[i] for i in present]
+    mean["group"] = [all_labels[i] for i in mean["group"]]
+    mean["split"] = mean["split"].astype(str)
+    mean["name"] = mean["name"].astype(str)
+    ncols = 2 if len(series) == 4 else min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    legend_rows = math.ceil(len(shown) / 2)
+    legend_in = 0.2 * legend_rows + 0.2  # inches of legend above the panels
+    height = 3.2 * nrows + legend_in
+    fig = Figure(figsize=(max(4.6 * ncols, 8.0), height))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.5 / height * 1.2, top=1 - (legend_in + 0.35) / height,
+                        hspace=0.45, wspace=0.25)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (split, name) in zip(axes, series):
+        m = mean[(mean["split"] == split) & (mean["name"] == name)]
+        for i, lab in enumerate(shown):
+            g = m[m["group"] == lab]
+            if len(g):
+                ax.plot(g["step"], g["value"], color=f"C{i % 10}", label=lab, linewidth=1.2)
+        ax.set_title(f"{split}/{name}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", fontsize=7,
+               ncol=min(2, len(shown)), bbox_to_anchor=(0.5, 1.0), frameon=False)
+    caption = f"Mean over seeds at each logged step; finished runs only. {len(shown)} of {len(labels)} group(s)."
+    return fig, caption
+
+
+@dataclass
+class _FigureInputs:
+    groups: pd.DataFrame
+    curves: pd.DataFrame
+    gain_numeric: pd.DataFrame
+    distill_numeric: pd.DataFrame
+    out_dir: Path
+
+
+_SPECS: list[tuple[str, str]] = [
+    ("top1_vs_params", "Top-1 against parameter count"),
+    ("gain_vs_params", "Semi-supervised gain against model size"),
+    ("head_ablation", "Head layers × fine-tune layer"),
+    ("distillation", "Distillation"),
+    *((f"curves_{stage}", f"Training curves: {stage.replace('_', ' ')}") for stage in STAGES),
+]
+# Set in the parent just before forking the figure workers: they inherit it, so the (possibly large)
+# curves frame is never pickled.
+_INPUTS: _FigureInputs | None = None
+
+
+def _make(name: str, inp: _FigureInputs) -> tuple[Figure, str] | None:
+    if name == "top1_vs_params":
+        return top1_vs_params(inp.groups)
+    if name == "gain_vs_params":
+        return gain_vs_params(inp.gain_numeric)
+    if name == "head_ablation":
+        return head_ablation(inp.groups)
+    if name == "distillation":
+        return distillation(inp.distill_numeric)
+    return training_curves(inp.groups, inp.curves, name.removeprefix("curves_"))
+
+
+def _render(index: int, inp: _FigureInputs | None = None) -> FigureFile | None:
+    inp = inp if inp is not None else _INPUTS
+    assert inp is not None, "figure inputs not set"
+    name, title = _SPECS[index]
+    made = _make(name, inp)
+    if made is None:
+        return None
+    fig, caption = made
+    return save_figure(fig, inp.out_dir, name, title, caption)
+
+
+def all_figures(groups: pd.DataFrame, curves: pd.DataFrame, gain_numeric: pd.DataFrame,
+                distill_numeric: pd.DataFrame, out_dir: str | Path, workers: int = 1) -> list[FigureFile]:
+    """Make and save every figure that the data supports; returns them in report order.
+
+    ``workers`` > 1 draws the figures in that many forked processes (drawing is most of a report's
+    time and each figure is independent); falls back to drawing here if processes cannot be made.
+    """
+    global _INPUTS
+    inp = _FigureInputs(groups, curves, gain_numeric, distill_numeric, Path(out_dir))
+    indices = list(range(len(_SPECS)))
+    results: list[FigureFile | None] | None = None
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _INPUTS = inp
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx) as pool:
+                # the costly curve figures first, so the pool ends evenly
+                order = indices[4:] + indices[:4]
+                done = dict(zip(order, pool.map(_render, order)))
+            results = [done[i] for i in indices]
+        except (OSError, BrokenProcessPool):
+            results = None
+        finally:
+            _INPUTS = None
+    if results is None:
+        results = [_render(i, inp) for i in indices]
+    return [f for f in results if f is not None]

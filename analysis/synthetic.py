@@ -1,0 +1,160 @@
+"""Synthetic run folders written exactly per docs/CONTRACTS.md, with numbers the caller chooses.
+
+Used by the tests (known numbers in, exact table values out), by ``benchmarks/report.py`` (a
+thousand folders of a thousand metric lines) and handy for trying the report without a cluster.
+The damage that real sweeps leave behind (no config, a truncated last metrics line, a missing
+final metric, an unfinished or failed run) is one keyword away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["model_config", "write_run", "run_folder_name"]
+
+_STAGE_SERIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "pretrain": (("train", "loss"), ("train", "lr"), ("train", "contrastive_acc"),
+                 ("val", "probe_top1"), ("val", "knn_top1")),
+    "finetune": (("train", "loss"), ("train", "lr"), ("val", "top1")),
+    "supervised": (("train", "loss"), ("train", "lr"), ("val", "top1")),
+    "linear_eval": (("train", "loss"), ("train", "lr"), ("val", "top1")),
+    "distill": (("train", "distill_loss"), ("train", "lr"), ("train", "agreement"), ("val", "top1")),
+}
+
+
+def model_config(depth: int = 18, width: float = 1.0, sk_ratio: float = 0.0, cifar_stem: bool = True,
+                 num_proj_layers: int = 3, proj_out_dim: int = 128) -> dict[str, Any]:
+    """The ``model`` part of a resolved config."""
+    return {"depth": depth, "width": width, "sk_ratio": sk_ratio, "cifar_stem": cifar_stem,
+            "num_proj_layers": num_proj_layers, "proj_out_dim": proj_out_dim}
+
+
+def run_folder_name(config: dict[str, Any]) -> str:
+    """``<point>-<hash8>-s<seed>``: the hash is of the config without its seed (one config point)."""
+    point_cfg = {k: v for k, v in config.items() if k != "seed"}
+    digest = hashlib.sha1(json.dumps(point_cfg, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config['point']}-{digest}-s{config['seed']}"
+
+
+def _metric_value(name: str, step: int, total: int, seed: int, final: float) -> float:
+    """A smooth, deterministic curve per metric, ending near ``final`` for accuracies."""
+    t = (step + 1) / max(total, 1)
+    if name.endswith("loss"):
+        return 4.0 * math.exp(-3.0 * t) + 0.1 + 0.01 * seed
+    if name == "lr":
+        return 0.3 * (1.0 - t)
+    return final * (1.0 - math.exp(-4.0 * t)) / (1.0 - math.exp(-4.0))
+
+
+def write_run(
+    root: str | Path,
+    *,
+    stage: str,
+    seed: int = 0,
+    model: dict[str, Any] | None = None,
+    ft_proj_selector: int | None = None,
+    label_fraction: float | None = None,
+    teacher: str | None = None,
+    teacher_model: dict[str, Any] | None = None,
+    sweep: str | None = "synthetic",
+    point: str | None = None,
+    state: str = "done",
+    reason: str | None = None,
+    top1: float | None = None,
+    top5: float | None = None,
+    final: dict[str, float] | None = None,
+    params: int = 1_000_000,
+    total_steps: int = 100,
+    metric_lines: int = 30,
+    wall_time_s: float = 3600.0,
+    world_size: int = 1,
+    device: str = "cuda",
+    write_config: bool = True,
+    config_format: str = "both",
+    truncate_last_line: bool = False,
+    extra_config: dict[str, Any] | None = None,
+    style: str = "contract",
+) -> Path:
+    """Write one run folder under ``root/runs/<stage>/`` and return its path.
+
+    ``state``: ``done`` / ``failed`` (status.json written), ``running`` (progress.json only, at half
+    the steps) or ``queued`` (config only). ``top1``/``top5``: the test accuracy put in
+    ``final["test/top1"]``/``["test/top5"]`` (omit to leave it out: the "missing metric" case);
+    ``final`` adds more entries. ``metric_lines``: how many metrics.jsonl lines (spread round-robin
+    over the stage's series, see ``_STAGE_SERIES``). ``teacher``: the teacher's run folder (path or
+    name) for distill runs. ``config_format``: ``json``, ``yaml`` or ``both``.
+    """
+    if stage not in _STAGE_SERIES:
+        raise ValueError(f"stage {stage!r} is not one of {sorted(_STAGE_SERIES)}")
+    if state not in ("done", "failed", "running", "queued"):
+        raise ValueError(f"state {state!r} is not done/failed/running/queued")
+    model = model if model is not None else model_config()
+    if point is None:
+        point = (f"{stage}-r{model['depth']}w{model['width']:g}sk{model['sk_ratio']:g}"
+                 f"-h{model['num_proj_layers']}")
+        if ft_proj_selector is not None:
+            point += f"-ft{ft_proj_selector}"
+        if label_fraction is not None:
+            point += f"-lf{label_fraction:g}"
+        if teacher_model is not None:
+            point += f"-t{teacher_model['depth']}w{teacher_model['width']:g}"
+    config: dict[str, Any] = {"stage": stage, "seed": seed, "sweep": sweep, "point": point, "model": model}
+    if style == "contract":
+        config.update(ft_proj_selector=ft_proj_selector, label_fraction=label_fraction, parent=None,
+                      teacher=({"run": teacher, "model": teacher_model} if teacher is not None else None))
+    else:
+        config.update(parent=teacher, finetune={"ft_proj_selector": 1 if ft_proj_selector is None else ft_proj_selector,
+                                                "label_fraction": 0.01 if label_fraction is None else label_fraction})
+    config.update(extra_config or {})
+    folder = Path(root) / "runs" / stage / run_folder_name(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    if write_config:
+        if config_format in ("json", "both"):
+            (folder / "config.json").write_text(json.dumps(config, indent=1))
+        if config_format in ("yaml", "both"):
+            import yaml
+
+            (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if state == "queued":
+        return folder
+
+    finished = state in ("done", "failed")
+    last_step = total_steps if state == "done" else total_steps // 2
+    series = _STAGE_SERIES[stage]
+    acc_final = top1 if top1 is not None else 50.0
+    lines: list[str] = []
+    t0 = 1.7e9
+    k = len(series)
+    n_steps = max(1, metric_lines // k)
+    for i in range(metric_lines):
+        split, name = series[i % k]
+        step = (i // k) * last_step // n_steps
+        value = _metric_value(name, step, total_steps, seed, acc_final)
+        lines.append(f'{{"step": {step}, "epoch": {step * 10 // max(total_steps, 1)}, "stage": "{stage}", '
+                     f'"split": "{split}", "name": "{name}", "value": {float(value)!r}, "time": {t0 + i}}}\n')
+    text = "".join(lines)
+    if truncate_last_line:
+        text += '{"step": 99, "epoch": 9, "stage": "' + stage + '", "split": "tr'
+    (folder / "metrics.jsonl").write_text(text)
+    (folder / "progress.json").write_text(json.dumps(
+        {"step": last_step, "total_steps": total_steps, "epoch": last_step * 10 // max(total_steps, 1),
+         "restarts": 0, "time": t0 + metric_lines}))
+    ckpt = folder / "checkpoints"
+    ckpt.mkdir(exist_ok=True)
+    (ckpt / f"ckpt-{last_step:08d}.pt").write_bytes(b"")
+    if finished:
+        fin: dict[str, float] = {}
+        if top1 is not None:
+            fin["test/top1"] = top1
+        if top5 is not None:
+            fin["test/top5"] = top5
+        fin.update(final or {})
+        (folder / "status.json").write_text(json.dumps({
+            "state": state, "reason": reason if state == "failed" else None, "step": last_step,
+            "total_steps": total_steps, "wall_time_s": wall_time_s, "params": params,
+            "world_size": world_size, "device": device, "final": fin, "time": t0 + metric_lines + 1}))
+    return folder

@@ -1,0 +1,349 @@
+"""The SimCLRv2 paper's ablations as tables, from the group table of ``analysis.groups``.
+
+- ``ablation_table``: top-1 by label fraction for each depth × width × SK (the paper's Table 1:
+  fine-tuned on 1%/10%/100% of the labels, linear eval, supervised), one row per model and head
+  configuration, with its parameter count.
+- ``gain_table``: the semi-supervised gain, fine-tuned minus supervised on the same backbone and
+  label fraction (paper section 3 / Figure 1: the gain is largest with the fewest labels).
+- ``head_table``: projection-head depth × the head layer fine-tuning starts from (paper section 4.2,
+  Figure 5; ``ft_proj_selector`` in the official code's ``ProjectionHead``).
+- ``fraction_table``: every classifier group's top-1 across label fractions (the label-fraction curves).
+- ``distill_table``: student vs its teacher and vs a supervised model of the student's size (Table 3).
+- ``pretrain_table``: contrastive accuracy, online linear probe and kNN accuracy of pretraining.
+- ``status_table`` / ``problems_table``: how many runs of each stage are done, running or failed,
+  their cost, and every run left out of the numbers with the reason.
+
+Each builder returns a :class:`analysis.table_render.Table` (``numeric`` for CSV and tests,
+``display`` for Markdown/LaTeX/HTML); an empty table when the sweep has no runs for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, group_label, group_runs
+from analysis.labels import (fraction_label, ft_label, gain_label, head_label, is_missing, mean_std_label,
+                             model_label, num_label, params_label)
+from analysis.runfolder import STAGES
+from analysis.table_render import Table
+
+__all__ = [
+    "ablation_table",
+    "gain_table",
+    "head_table",
+    "fraction_table",
+    "distill_table",
+    "pretrain_table",
+    "status_table",
+    "problems_table",
+    "all_tables",
+    "STAGE_TITLES",
+]
+
+STAGE_TITLES = {"finetune": "Fine-tuned", "linear_eval": "Linear eval", "supervised": "Supervised",
+                "distill": "Distilled", "pretrain": "Pretrained"}
+_STATS = ("mean", "std", "n")
+
+
+def _empty(name: str, title: str, why: str) -> Table:
+    return Table(name=name, title=title, caption=why, display=pd.DataFrame(), numeric=pd.DataFrame())
+
+
+def _stage(groups: pd.DataFrame, stage: str) -> pd.DataFrame:
+    return groups[groups["stage"] == stage] if not groups.empty else groups
+
+
+def _fractions(frame: pd.DataFrame) -> list[float]:
+    """Sorted label fractions of a group frame; NaN (not set) last."""
+    vals = pd.to_numeric(frame["label_fraction"], errors="coerce")
+    out = sorted(vals.dropna().unique().tolist())
+    return out + ([np.nan] if vals.isna().any() else [])
+
+
+def _at_fraction(frame: pd.DataFrame, f: float) -> pd.DataFrame:
+    lf = pd.to_numeric(frame["label_fraction"], errors="coerce")
+    return frame[lf.isna()] if is_missing(f) else frame[np.isclose(lf, f)]
+
+
+def _stats_renamed(frame: pd.DataFrame, keys: Sequence[str], prefix: str) -> pd.DataFrame:
+    sub = frame[list(keys) + list(_STATS)]
+    return sub.rename(columns={s: f"{prefix} {s}" for s in _STATS})
+
+
+def _display_stats(numeric: pd.DataFrame, prefix: str) -> list[str]:
+    return [mean_std_label(m, s, n) for m, s, n in
+            zip(numeric[f"{prefix} mean"], numeric[f"{prefix} std"], numeric[f"{prefix} n"])]
+
+
+def _varies(frame: pd.DataFrame, col: str) -> bool:
+    return frame[col].nunique(dropna=False) > 1
+
+
+def ablation_table(groups: pd.DataFrame) -> Table:
+    """Top-1 (mean ± std over seeds, n) per model × label fraction, like SimCLRv2 Table 1.
+
+    Rows: one per fine-tuned (backbone, head, fine-tune layer) configuration (or per linear-eval /
+    supervised backbone when nothing was fine-tuned). Columns per (stage, label fraction):
+    fine-tuned, linear eval (same backbone and head), supervised (same backbone).
+    """
+    name, title = "table1_ablation", "Top-1 by model and label fraction (SimCLRv2 Table 1)"
+    ft, le, sup = (_stage(groups, s) for s in ("finetune", "linear_eval", "supervised"))
+    if not ft.empty:
+        row_keys: tuple[str, ...] = BACKBONE + HEAD + ("ft_proj_selector",)
+        source = ft
+    elif not le.empty:
+        row_keys, source = BACKBONE + HEAD, le
+    elif not sup.empty:
+        row_keys, source = BACKBONE, sup
+    else:
+        return _empty(name, title, "No fine-tuned, linear-eval or supervised runs finished.")
+    numeric = (source.groupby(list(row_keys), dropna=False, sort=True)["params"].mean().reset_index())
+    blocks: list[tuple[str, str]] = []  # (numeric prefix, display header)
+    for stage, keys, frame in (("finetune", BACKBONE + HEAD + ("ft_proj_selector",), ft),
+                               ("linear_eval", BACKBONE + HEAD, le), ("supervised", BACKBONE, sup)):
+        if frame.empty or not set(keys) <= set(row_keys):
+            continue
+        if stage == "linear_eval":  # one linear eval per backbone+head: the best head layer it read from
+            frame = frame.sort_values("mean", ascending=False, na_position="last").drop_duplicates(
+                list(keys) + ["label_fraction"])
+        for f in _fractions(frame):
+            prefix = f"{stage} {fraction_label(f)}"
+            numeric = numeric.merge(_stats_renamed(_at_fraction(frame, f), keys, prefix), on=list(keys), how="left")
+            blocks.append((prefix, f"{STAGE_TITLES[stage]} {fraction_label(f)}"))
+    display = pd.DataFrame({
+        "Depth": [num_label(x) for x in numeric["depth"]],
+        "Width": [num_label(x) + "×" for x in numeric["width"]],
+        "SK": ["yes" if not is_missing(x) and x > 0 else "no" for x in numeric["sk_ratio"]],
+    })
+    if _varies(numeric, "cifar_stem"):
+        display["CIFAR stem"] = [num_label(bool(x) if not is_missing(x) else None) for x in numeric["cifar_stem"]]
+    if "num_proj_layers" in row_keys:
+        display["Head layers"] = [num_label(x) for x in numeric["num_proj_layers"]]
+        if _varies(numeric, "proj_out_dim"):
+            display["Head dim"] = [num_label(x) for x in numeric["proj_out_dim"]]
+    if "ft_proj_selector" in row_keys:
+        display["FT from layer"] = [ft_label(x) for x in numeric["ft_proj_selector"]]
+    display["Params"] = [params_label(x) for x in numeric["params"]]
+    for prefix, header in blocks:
+        display[header] = _display_stats(numeric, prefix)
+    caption = ("Test top-1 (%), mean ± sample std over seeds, number of seeds in brackets. "
+               "Linear eval is matched on backbone and head (its best head layer), supervised on backbone only.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def gain_table(groups: pd.DataFrame) -> Table:
+    """Fine-tuned minus supervised top-1 on the same backbone and label fraction, per fine-tuned group."""
+    name, title = "semi_supervised_gain", "Semi-supervised gain over the supervised baseline"
+    ft, sup = _stage(groups, "finetune"), _stage(groups, "supervised")
+    if ft.empty:
+        return _empty(name, title, "No fine-tuned runs finished.")
+    keys = list(STAGE_KEYS["finetune"])
+    numeric = ft[keys + ["params"]].copy()
+    numeric = numeric.join(_stats_renamed(ft, [], "finetune"))
+    match = list(BACKBONE) + ["label_fraction"]
+    if sup.empty:
+        for s in _STATS:
+            numeric[f"supervised {s}"] = np.nan
+    else:
+        numeric = numeric.merge(_stats_renamed(sup, match, "supervised"), on=match, how="left")
+    numeric["gain"] = numeric["finetune mean"] - numeric["supervised mean"]
+    display = pd.DataFrame({
+        "Model": [model_label(d, w, s) for d, w, s in zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])],
+        "Head": [head_label(h, f) for h, f in zip(numeric["num_proj_layers"], numeric["ft_proj_selector"])],
+        "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
+        "Params": [params_label(p) for p in numeric["params"]],
+        "Fine-tuned": _display_stats(numeric, "finetune"),
+        "Supervised": _display_stats(numeric, "supervised"),
+        "Gain": [gain_label(g) for g in numeric["gain"]],
+    })
+    per_fraction = numeric.dropna(subset=["gain"]).groupby("label_fraction")["gain"].mean()
+    mean_gains = ", ".join(f"{fraction_label(f)}: {gain_label(g)}" for f, g in per_fraction.items())
+    caption = ("Gain = fine-tuned minus supervised test top-1 (percentage points), supervised matched on "
+               "backbone and label fraction; '—' where no supervised run matches. "
+               + (f"Mean gain by label fraction: {mean_gains}." if mean_gains else ""))
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def head_table(groups: pd.DataFrame) -> Table:
+    """Top-1 per projection-head depth (rows) × head layer fine-tuning starts from (columns)."""
+    name, title = "head_ablation", "Projection head depth × fine-tune layer"
+    ft = _stage(groups, "finetune")
+    if ft.empty:
+        return _empty(name, title, "No fine-tuned runs finished.")
+    row_keys = list(BACKBONE) + ["label_fraction"] + list(HEAD)
+    numeric = ft[row_keys].drop_duplicates().sort_values(row_keys, na_position="last").reset_index(drop=True)
+    selectors = sorted(pd.to_numeric(ft["ft_proj_selector"], errors="coerce").dropna().unique().tolist())
+    if ft["ft_proj_selector"].isna().any():
+        selectors.append(np.nan)
+    for k in selectors:
+        sub = ft[ft["ft_proj_selector"].isna()] if is_missing(k) else ft[ft["ft_proj_selector"] == k]
+        numeric = numeric.merge(_stats_renamed(sub, row_keys, f"ft {ft_label(k)}"), on=row_keys, how="left")
+    display = pd.DataFrame({
+        "Model": [model_label(d, w, s) for d, w, s in zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])],
+        "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
+        "Head layers": [num_label(x) for x in numeric["num_proj_layers"]],
+    })
+    for k in selectors:
+        display[f"FT from layer {ft_label(k)}"] = _display_stats(numeric, f"ft {ft_label(k)}")
+    caption = ("Fine-tuned test top-1 (%), mean ± std (seeds). Layer 0 fine-tunes from the encoder output "
+               "(the projection head is dropped); layer k keeps the first k head layers; 'all' keeps the whole head.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def fraction_table(groups: pd.DataFrame) -> Table:
+    """Every classifier group (without its label fraction) × label fraction: the label-fraction curves."""
+    name, title = "label_fraction_curves", "Top-1 against label fraction"
+    stages = ("finetune", "linear_eval", "supervised", "distill")
+    frame = groups[groups["stage"].isin(stages)] if not groups.empty else groups
+    if frame.empty:
+        return _empty(name, title, "No classifier runs finished.")
+    fractions = _fractions(frame)
+    rows: list[dict[str, object]] = []
+    for stage in stages:
+        sub = frame[frame["stage"] == stage]
+        if sub.empty:
+            continue
+        keys = [k for k in STAGE_KEYS[stage] if k != "label_fraction"]
+        for key, g in sub.groupby(keys, dropna=False, sort=True):
+            first = g.iloc[0].to_dict()
+            first["label_fraction"] = None
+            row: dict[str, object] = {"stage": stage, "group": group_label(first), "params": float(g["params"].mean())}
+            for f in fractions:
+                at = _at_fraction(g, f)
+                prefix = fraction_label(f)
+                row.update({f"{prefix} {s}": (at[s].iloc[0] if len(at) else np.nan) for s in _STATS})
+            rows.append(row)
+    numeric = pd.DataFrame(rows)
+    display = pd.DataFrame({"Run group": numeric["group"], "Params": [params_label(p) for p in numeric["params"]]})
+    for f in fractions:
+        display[fraction_label(f)] = _display_stats(numeric, fraction_label(f))
+    caption = "Test top-1 (%), mean ± std (seeds), by the fraction of labels used."
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def distill_table(groups: pd.DataFrame) -> Table:
+    """Distilled student vs its teacher(s) and vs a supervised model of the student's backbone."""
+    name, title = "distillation", "Distillation: student vs teacher and vs supervised"
+    d, sup = _stage(groups, "distill"), _stage(groups, "supervised")
+    if d.empty:
+        return _empty(name, title, "No distillation runs finished.")
+    keys = list(STAGE_KEYS["distill"])
+    numeric = d[keys + ["params", "teacher_mean", "teacher_std", "teacher_n"]].copy()
+    numeric = numeric.join(_stats_renamed(d, [], "student"))
+    match = list(BACKBONE) + ["label_fraction"]
+    if sup.empty:
+        for s in _STATS:
+            numeric[f"supervised {s}"] = np.nan
+    else:
+        numeric = numeric.merge(_stats_renamed(sup, match, "supervised"), on=match, how="left")
+    numeric["gain vs teacher"] = numeric["student mean"] - numeric["teacher_mean"]
+    numeric["gain vs supervised"] = numeric["student mean"] - numeric["supervised mean"]
+    display = pd.DataFrame({
+        "Student": [model_label(a, b, c) for a, b, c in zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])],
+        "Teacher": [model_label(a, b, c) + (f", ft {ft_label(f)}" if not is_missing(f) else "") for a, b, c, f in
+                    zip(numeric["teacher_depth"], numeric["teacher_width"], numeric["teacher_sk_ratio"],
+                        numeric["teacher_ft_proj_selector"])],
+        "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
+        "Student params": [params_label(p) for p in numeric["params"]],
+        "Student top-1": _display_stats(numeric, "student"),
+        "Teacher top-1": [mean_std_label(m, s, n) for m, s, n in
+                          zip(numeric["teacher_mean"], numeric["teacher_std"], numeric["teacher_n"])],
+        "Supervised top-1": _display_stats(numeric, "supervised"),
+        "vs teacher": [gain_label(g) for g in numeric["gain vs teacher"]],
+        "vs supervised": [gain_label(g) for g in numeric["gain vs supervised"]],
+    })
+    caption = ("Test top-1 (%), mean ± std; teacher = the distinct teacher runs the students learned from; "
+               "supervised = same backbone as the student, same label fraction.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def pretrain_table(runs: pd.DataFrame) -> Table:
+    """Pretraining monitors per model: contrastive accuracy, online probe top-1, kNN top-1."""
+    name, title = "pretraining", "Pretraining monitors"
+    metrics = ("contrastive_acc", "probe_top1", "knn_top1")
+    groups = group_runs(runs, values=metrics)
+    pre = _stage(groups, "pretrain")
+    if pre.empty:
+        return _empty(name, title, "No pretraining runs finished.")
+    keys = list(STAGE_KEYS["pretrain"])
+    numeric = pre[keys + ["params", "gpu_hours"] + [f"{m}_{s}" for m in metrics for s in _STATS]].reset_index(drop=True)
+    display = pd.DataFrame({
+        "Model": [model_label(a, b, c) for a, b, c in zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])],
+        "Head layers": [num_label(x) for x in numeric["num_proj_layers"]],
+        "Params": [params_label(p) for p in numeric["params"]],
+    })
+    for m, header in zip(metrics, ("Contrastive acc", "Probe top-1", "kNN top-1")):
+        display[header] = [mean_std_label(a, b, c) for a, b, c in
+                           zip(numeric[f"{m}_mean"], numeric[f"{m}_std"], numeric[f"{m}_n"])]
+    display["GPU-hours"] = [num_label(x, 2) for x in numeric["gpu_hours"]]
+    caption = ("Final value (status.json) where recorded, else the last logged value; mean ± std (seeds). "
+               "GPU-hours summed over seeds.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def status_table(runs: pd.DataFrame) -> Table:
+    """Runs per stage and state, how many enter the numbers, and the compute spent."""
+    name, title = "run_status", "Runs by stage and state"
+    if runs.empty:
+        return _empty(name, title, "No run folders found.")
+    stage = runs["stage"].fillna("(unknown)")
+    order = [s for s in STAGES if (stage == s).any()] + sorted(set(stage) - set(STAGES))
+    rows = []
+    for s in order:
+        sub = runs[stage == s]
+        rows.append({"stage": s, "runs": len(sub), "done": int((sub["state"] == "done").sum()),
+                     "running": int((sub["state"] == "running").sum()),
+                     "failed": int((sub["state"] == "failed").sum()), "in numbers": int(sub["usable"].sum()),
+                     "device_hours": float(pd.to_numeric(sub["device_hours"], errors="coerce").sum()),
+                     "gpu_hours": float(pd.to_numeric(sub["gpu_hours"], errors="coerce").sum())})
+    numeric = pd.DataFrame(rows)
+    display = numeric.copy()
+    display["device_hours"] = [num_label(x, 2) for x in numeric["device_hours"]]
+    display["gpu_hours"] = [num_label(x, 2) for x in numeric["gpu_hours"]]
+    display = display.rename(columns={"stage": "Stage", "runs": "Runs", "done": "Done", "running": "Running",
+                                      "failed": "Failed", "in numbers": "In the numbers",
+                                      "device_hours": "Device-hours", "gpu_hours": "GPU-hours"}).astype(str)
+    caption = ("'Running' = no status.json yet (running, queued, or killed). Only finished runs with a config "
+               "enter the tables and plots.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def problems_table(runs: pd.DataFrame, max_rows: int = 200) -> Table:
+    """Every run left out of the numbers, with its state and why (at most ``max_rows`` displayed)."""
+    name, title = "runs_not_in_numbers", "Runs not in the numbers"
+    if runs.empty:
+        return _empty(name, title, "")
+    out = runs[~runs["usable"].astype(bool)]
+    if out.empty:
+        return _empty(name, title, "Every run finished and is in the numbers.")
+    why = []
+    for r in out.itertuples(index=False):
+        if not r.has_config:
+            why.append("no usable config" + (f"; {r.reason}" if not is_missing(r.reason) else ""))
+        elif is_missing(r.stage):
+            why.append("unknown stage")
+        elif not is_missing(r.duplicate_of):
+            why.append(f"duplicate of {r.duplicate_of}")
+        else:
+            why.append(str(r.reason) if not is_missing(r.reason) else "")
+    numeric = pd.DataFrame({"run": out["run"].values, "stage": out["stage"].values, "state": out["state"].values,
+                            "why": why, "step": out["step"].values, "total_steps": out["total_steps"].values,
+                            "progress": out["progress"].values, "path": out["path"].values})
+    display = pd.DataFrame({
+        "Run": numeric["run"], "Stage": [s if not is_missing(s) else "?" for s in numeric["stage"]],
+        "State": numeric["state"], "Why": numeric["why"],
+        "Progress": ["—" if is_missing(p) else f"{100 * float(p):.0f}%" for p in numeric["progress"]],
+    }).head(max_rows)
+    caption = (f"{len(numeric)} run(s)" + (f", first {max_rows} shown (all in the CSV)" if len(numeric) > max_rows
+                                          else "") + ".")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def all_tables(runs: pd.DataFrame, groups: pd.DataFrame | None = None) -> list[Table]:
+    """Every table of the report, in report order (empty ones included; the report skips them)."""
+    groups = group_runs(runs) if groups is None else groups
+    return [status_table(runs), problems_table(runs), ablation_table(groups), gain_table(groups),
+            head_table(groups), fraction_table(groups), distill_table(groups), pretrain_table(runs)]

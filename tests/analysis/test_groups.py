@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.collect import collect
+from analysis.groups import check_groups, group_label, group_runs, metric_series
+from analysis.synthetic import model_config, write_run
+
+
+@pytest.fixture(scope="module")
+def groups(known_sweep: Path) -> pd.DataFrame:
+    return group_runs(collect(known_sweep).runs)
+
+
+def _one(groups: pd.DataFrame, **match: object) -> pd.Series:
+    sel = groups
+    for k, v in match.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, f"{match}: {len(sel)} groups"
+    return sel.iloc[0]
+
+
+def test_group_mean_std_n_exact(groups: pd.DataFrame) -> None:
+    g = _one(groups, stage="finetune", depth=18, ft_proj_selector=1, label_fraction=0.01)
+    # seeds 0,1,2 -> 60, 62, 64; the running (seed 5) and failed (seed 6) runs are not in it
+    assert (g["mean"], g["std"], g["n"], g["n_runs"], g["seeds"]) == (62.0, 2.0, 3, 3, "0,1,2")
+    g = _one(groups, stage="finetune", depth=18, ft_proj_selector=0, label_fraction=0.01)
+    assert g["mean"] == 59.0 and g["std"] == pytest.approx(math.sqrt(2)) and g["n"] == 2
+    g = _one(groups, stage="supervised", depth=50, label_fraction=0.01)
+    assert g["mean"] == 45.0 and math.isnan(g["std"]) and g["n"] == 1
+    assert g["params"] == 9_000_000 and g["gpu_hours"] == 1.0
+
+
+def test_supervised_groups_ignore_head_axes(groups: pd.DataFrame) -> None:
+    sup = groups[groups["stage"] == "supervised"]
+    assert len(sup) == 4 and sup["num_proj_layers"].isna().all() and sup["ft_proj_selector"].isna().all()
+
+
+def test_distill_group_teacher_stats(groups: pd.DataFrame) -> None:
+    g = _one(groups, stage="distill")
+    assert (g["mean"], g["teacher_mean"], g["teacher_n"]) == (67.0, 71.0, 2)
+    assert (g["teacher_depth"], g["teacher_width"], g["teacher_ft_proj_selector"]) == (50, 2.0, 1)
+    assert g["label"] == "distill R18 0.5× · head 3 · 1% ← teacher R50 2× SK, ft 1"
+
+
+def test_pretrain_metric_from_final(known_sweep: Path) -> None:
+    runs = collect(known_sweep).runs
+    g = group_runs(runs, values=("knn_top1", "probe_top1"))
+    pre = _one(g, stage="pretrain")
+    assert (pre["knn_top1_mean"], pre["knn_top1_n"]) == (31.0, 2)
+    assert pre["probe_top1_n"] == 2  # not in final: the last logged value is used
+    knn = metric_series(runs[runs["stage"] == "pretrain"], "knn_top1")
+    assert sorted(knn.tolist()) == [30.0, 32.0]
+
+
+def test_labels() -> None:
+    row = {"stage": "finetune", "depth": 50.0, "width": 2.0, "sk_ratio": 0.0625, "num_proj_layers": 3.0,
+           "ft_proj_selector": -1.0, "label_fraction": 0.1}
+    assert group_label(row) == "finetune R50 2× SK · head 3, ft all · 10%"
+    assert group_label({**row, "stage": "supervised"}) == "supervised R50 2× SK · 10%"
+
+
+def test_empty_runs() -> None:
+    assert group_runs(pd.DataFrame()).empty
+
+
+def test_check_groups_flags_pooled_config_points_across_sweeps(tmp_path: Path) -> None:
+    for sweep, epochs in (("alpha", 10), ("beta", 20)):
+        write_run(tmp_path / sweep, stage="supervised", label_fraction=0.1, top1=50.0, sweep=sweep,
+                  extra_config={"epochs": epochs})
+    runs = collect(tmp_path).runs
+    (w,) = check_groups(runs)
+    assert "pools 2 different config points" in w and "'alpha'" in w and "'beta'" in w and "config.json" in w
+
+
+def test_check_groups_accepts_per_seed_hashes_within_a_sweep(tmp_path: Path) -> None:
+    # distill points whose hash includes the per-seed teacher run: one config id per seed, no warning
+    for seed in (0, 1):
+        t = write_run(tmp_path, stage="finetune", seed=seed, ft_proj_selector=1, label_fraction=0.1, top1=70.0)
+        write_run(tmp_path, stage="distill", seed=seed, label_fraction=0.1, teacher=str(t), top1=60.0,
+                  teacher_model=model_config())
+    runs = collect(tmp_path).runs
+    assert runs.loc[runs["stage"] == "distill", "config_id"].nunique() == 2
+    assert check_groups(runs) == []

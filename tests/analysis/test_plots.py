@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.collect import collect
+from analysis.groups import group_runs
+from analysis.plots import all_figures, head_ablation, top1_vs_params, training_curves
+from analysis.tables import distill_table, gain_table
+
+
+def test_all_figures_png_and_svg(known_sweep: Path, tmp_path: Path) -> None:
+    c = collect(known_sweep)
+    g = group_runs(c.runs)
+    figs = all_figures(g, c.curves, gain_table(g).numeric, distill_table(g).numeric, tmp_path / "figures")
+    names = [f.name for f in figs]
+    assert names == ["top1_vs_params", "gain_vs_params", "head_ablation", "distillation", "curves_pretrain",
+                     "curves_finetune", "curves_distill", "curves_supervised", "curves_linear_eval"]
+    for f in figs:
+        assert f.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.png.read_bytes() == f.png_bytes
+        assert ET.parse(f.svg).getroot().tag.endswith("svg")
+        assert f.title and f.caption
+
+
+def test_curves_only_from_finished_runs(known_sweep: Path) -> None:
+    c = collect(known_sweep)
+    g = group_runs(c.runs)
+    fig, caption = training_curves(g, c.curves, "finetune")
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    assert labels == set(g.loc[g["stage"] == "finetune", "label"])  # 4 groups, the running/failed runs in none
+    assert "4 of 4 group(s)" in caption
+
+
+def test_no_data_no_figure(known_sweep: Path) -> None:
+    runs = collect(known_sweep).runs
+    assert top1_vs_params(group_runs(runs.iloc[0:0])) is None
+    only_ft1 = group_runs(runs[(runs["stage"] == "finetune") & (runs["ft_proj_selector"] == 1)])
+    assert head_ablation(only_ft1) is None  # one fine-tune layer: nothing to compare
+    assert all_figures(group_runs(pd.DataFrame()), pd.DataFrame(columns=["run", "split", "name", "step", "value"]),
+                       pd.DataFrame(), pd.DataFrame(), Path("/nonexistent-never-written")) == []
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "distill"])
+def test_curve_panels_name_series(known_sweep: Path, stage: str) -> None:
+    c = collect(known_sweep)
+    fig, _ = training_curves(group_runs(c.runs), c.curves, stage)
+    titles = {ax.get_title() for ax in fig.axes if ax.get_visible()}
+    expected = {"pretrain": {"train/loss", "train/contrastive_acc", "val/probe_top1", "val/knn_top1"},
+                "distill": {"train/distill_loss", "train/agreement", "val/top1"}}[stage]
+    assert titles == expected  # lr is left out
+
+
+def test_figures_drawn_in_worker_processes_match(known_sweep: Path, tmp_path: Path) -> None:
+    c = collect(known_sweep)
+    g = group_runs(c.runs)
+    args = (g, c.curves, gain_table(g).numeric, distill_table(g).numeric)
+    serial = all_figures(*args, tmp_path / "serial")
+    forked = all_figures(*args, tmp_path / "forked", workers=2)
+    assert [f.name for f in forked] == [f.name for f in serial]
+    assert all(f.png.parent == tmp_path / "forked" and f.png_bytes[:4] == b"\x89PNG" for f in forked)
+    assert [(f.title, f.caption) for f in forked] == [(f.title, f.caption) for f in serial]
