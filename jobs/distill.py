@@ -16,6 +16,7 @@ from jobs import builders
 from jobs.config import StageConfig, from_dict
 from jobs.finetune import load_trained
 from jobs.runner import StageParts, stage_main
+from simclr import dist
 from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
 from simclr.train.evaluate import classify
@@ -47,6 +48,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
     teacher = teacher_of(cfg, train.num_classes, device)
     student = Classifier(builders.backbone(cfg), nn.Identity(), train.num_classes)  # trained from scratch
+    student = dist.convert_sync_bn(student)  # global BN under DDP (a no-op with one process)
     T = cfg.distill.temperature
     label_weight = cfg.distill.label_weight
     labelled: set[str] = set()

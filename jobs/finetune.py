@@ -18,6 +18,7 @@ from torch import nn
 from jobs import builders
 from jobs.config import StageConfig, from_dict
 from jobs.runner import StageParts, stage_main
+from simclr import dist
 from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import classify
@@ -72,6 +73,7 @@ def build_classifier_stage(
     train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, drop_last=True)
     test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
     model = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
+    model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
     smoothing = cfg.finetune.label_smoothing
 
     def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

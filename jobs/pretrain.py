@@ -22,8 +22,7 @@ from simclr.train.evaluate import classify, knn_evaluator, knn_top1, embed
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     train = builders.loader(cfg, split=cfg.data.train_split, mode="two_view")
     model = builders.simclr_model(cfg, train.num_classes if cfg.pretrain.probe else None)
-    if dist.is_distributed():
-        model = dist.convert_sync_bn(model)  # global BN (SimCLR sec. 2 / appendix): stats over all ranks
+    model = dist.convert_sync_bn(model)  # global BN (SimCLR sec. 2.4): statistics over all ranks
     n_steps = builders.steps(cfg, len(train))
     temperature = cfg.pretrain.temperature
     probe = cfg.pretrain.probe

@@ -36,15 +36,25 @@ class _AllReduceSum(torch.autograd.Function):
         return out
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
+class SyncBatchNorm(_BatchNorm):
     """``nn.SyncBatchNorm`` with a CPU (any-device) path. Input [B, C, ...]; stats over all ranks.
 
-    Supports a missing ``bias`` (scale-only BN, as the projection head's last layer).
+    Supports a missing ``bias`` (scale-only BN, as the projection head's last layer). Not a subclass of
+    ``nn.SyncBatchNorm``: DistributedDataParallel refuses those on CPU modules; CUDA inputs still run
+    torch's fused kernel through ``nn.SyncBatchNorm.forward``.
     """
+
+    process_group: Any = None
+
+    def _check_input_dim(self, input: Tensor) -> None:  # noqa: A002
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torch's name
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if input.is_cuda or not (self.training and distributed):
+        if input.is_cuda and distributed and self.training:
+            return nn.SyncBatchNorm.forward(self, input)  # type: ignore[arg-type]
+        if not (self.training and distributed):
             return super().forward(input)
         self._check_input_dim(input)
         if self.momentum is None or not self.track_running_stats:

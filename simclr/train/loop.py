@@ -196,8 +196,8 @@ def fit(
             batch_in_epoch += 1
             n_seen += 1
             if step % settings.log_every == 0 or step == n_total:
-                values = {"loss": float(loss.detach()), "lr": lr}
-                values.update({k: float(v) for k, v in metrics.items()})
+                values = _global_mean({"loss": loss.detach(), **metrics}, device)
+                values["lr"] = lr
                 if not math.isfinite(values["loss"]):
                     raise FloatingPointError(f"loss is {values['loss']} at step {step}")
                 values["images_per_s"] = n_seen * _batch_size(batch) * dist.world_size() / max(time.time() - t0, 1e-9)
@@ -248,6 +248,16 @@ def _batch_size(batch: Batch) -> int:
         if isinstance(v, torch.Tensor):
             return int(v.shape[0])
     return 0
+
+
+def _global_mean(metrics: Mapping[str, torch.Tensor | float], device: torch.device) -> dict[str, float]:
+    """Metrics of the GLOBAL batch: each rank computed them on its share, so average over ranks."""
+    names = list(metrics)
+    t = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=device)
+    if dist.is_distributed():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        t /= dist.world_size()
+    return dict(zip(names, t.tolist()))
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
