@@ -2,7 +2,7 @@
 
 Encoding is deterministic for a given Pillow/zlib/libjpeg build (fixed PNG compression level, fixed JPEG
 quality and no optimisation pass), which is what makes the shards byte-reproducible. Decoding into tensors uses
-``torchvision.io`` (about 2x faster than PIL on small PNGs and on JPEGs, measured here), decoding into PIL images
+torchvision's libpng/libjpeg ops (about 2x faster than PIL on small PNGs and on JPEGs, measured here), decoding into PIL images
 uses PIL; both raise on corrupt data and the caller adds the shard and key to the message.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_image as _tv_decode
+from torchvision.io import ImageReadMode
 
 ImageFormat = Literal["png", "jpeg"]
 FORMATS: tuple[str, ...] = ("png", "jpeg")
@@ -94,7 +94,29 @@ def decode_pil(data: bytes, mode: str) -> Image.Image:
     return im if im.mode == mode else im.convert(mode)
 
 
+def _tv_op(name: str) -> Any:
+    """torchvision's C++ decode op, or None. Called directly: the Python wrappers emit a DeprecationWarning on
+    every call since torchvision 0.29 (the ops are what they call)."""
+    try:
+        return getattr(torch.ops.image, name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_DECODE_PNG = _tv_op("decode_png")
+_DECODE_JPEG = _tv_op("decode_jpeg")
+
+
 def decode_tensor(data: bytes, mode: str) -> torch.Tensor:
-    """Decode into a uint8 tensor ``[C, H, W]``, C = 1 for mode L and 3 for RGB; raises on corrupt data."""
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return _tv_decode(buf, mode=ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB)
+    """Decode into a uint8 tensor ``[C, H, W]``, C = 1 for mode L and 3 for RGB; raises on corrupt data.
+
+    PNG and JPEG go through libpng / libjpeg-turbo via torchvision's ops; anything else (or a torchvision
+    without them) through PIL.
+    """
+    fmt = sniff_format(data)
+    op = _DECODE_PNG if fmt == "png" else _DECODE_JPEG if fmt == "jpeg" else None
+    if op is not None:
+        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return op(buf, (ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB).value, False)
+    a = torch.from_numpy(np.array(decode_pil(data, mode), dtype=np.uint8))
+    return a[None] if a.dim() == 2 else a.permute(2, 0, 1).contiguous()

@@ -331,8 +331,15 @@ class ShardLoader:
                     persistent_workers=False,
                 )
             )
-        for batch in source:
-            yield self._finish(batch)
+        try:
+            for batch in source:
+                yield self._finish(batch)
+        finally:
+            # Stop the workers now (an error, a break or a preemption mid-epoch), not whenever the garbage
+            # collector gets to an iterator kept alive by a traceback.
+            shutdown = getattr(source, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     # -- internals -----------------------------------------------------------------------------------------
     def _finish(self, batch: Batch) -> Batch:

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simclr.data.errors import DataError
+from simclr.data.fractions import fraction_name, read_keys, write_label_fractions
+from simclr.data.shards import write_shards
+from simclr.data.shardset import open_split
+from simclr.data.sources import array_samples
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    n = 400  # 40 per class, plus 20 unlabelled
+    labels = np.concatenate([np.arange(n) % 10, np.full(20, -1)])
+    write_shards(array_samples(np.zeros((n + 20, 4, 4), np.uint8), labels, [f"c{i}" for i in range(10)]), tmp_path,
+                 split="train", max_count=64)
+    return tmp_path
+
+
+def _labels_of(root: Path, keys: list[str]) -> np.ndarray:
+    s = open_split(root, "train")
+    pos = {k: i for i, k in enumerate(s.keys)}
+    return s.labels[[pos[k] for k in keys]]
+
+
+def test_fractions_are_balanced_nested_and_written_as_key_lists(root: Path) -> None:
+    paths = write_label_fractions(root, fractions=(0.05, 0.25), seed=0, per_class=3)
+    assert set(paths) == {"5percent", "25percent", "3perclass"}
+    assert paths["5percent"] == root / "train" / "fractions" / "5percent.txt"
+    small, big, three = (read_keys(paths[k]) for k in ("5percent", "25percent", "3perclass"))
+    assert np.bincount(_labels_of(root, small), minlength=10).tolist() == [2] * 10  # 0.05 * 400 / 10
+    assert np.bincount(_labels_of(root, big), minlength=10).tolist() == [10] * 10
+    assert set(small) <= set(three) <= set(big)  # nested
+    assert small == sorted(small)
+
+
+def test_seed_stable_and_seed_dependent(root: Path, tmp_path: Path) -> None:
+    a = write_label_fractions(root, fractions=(0.1,), seed=7)["10percent"].read_text()
+    b = write_label_fractions(root, fractions=(0.1,), seed=7)["10percent"].read_text()
+    c = write_label_fractions(root, fractions=(0.1,), seed=8)["10percent"].read_text()
+    assert a == b and a != c
+    # Asking for more fractions at once does not change a fraction's subset.
+    d = write_label_fractions(root, fractions=(0.01, 0.1, 0.5), seed=7)["10percent"].read_text()
+    assert d == a
+
+
+def test_official_names_and_errors(root: Path) -> None:
+    assert fraction_name(0.01) == "1percent" and fraction_name(0.1) == "10percent" and fraction_name(0.005) == "0.5percent"
+    with pytest.raises(ValueError, match="fractions"):
+        write_label_fractions(root, fractions=(0.0,))
+    with pytest.raises(DataError, match="have fewer") as exc:
+        write_label_fractions(root, fractions=(), per_class=41)
+    assert "c0" in str(exc.value)
+    bad = root / "bad.txt"
+    bad.write_text("ok_key\nhas.dot\n")
+    with pytest.raises(DataError, match="line 2") as exc:
+        read_keys(bad)
+    assert "bad.txt" in str(exc.value)
