@@ -46,7 +46,7 @@ class Row:
     seed: int
     state: str
     slurm_state: str
-    reason: str
+    reason: str  # why it is pending / how it failed (the run's own reason first)
     restarts: int
     step: int | None
     total_steps: int | None
@@ -85,19 +85,24 @@ def task_row(task: Any, rec: dict[str, Any] | None, js: JobState | None) -> Row:
     status = read_status(task.run_dir)
     progress = read_progress(task.run_dir) or {}
     slurm_state = js.state if js is not None else ("NOT_SUBMITTED" if rec is None else "UNKNOWN")
-    reason = js.reason if js is not None else ""
+    # SLURM keeps the last pending reason on finished jobs ("COMPLETED (Dependency)"): keep a reason only
+    # where it explains the state.
+    reason = js.reason if js is not None and slurm_state in ("PENDING", "CANCELLED") else ""
+    if js is not None and slurm_state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") and js.exit_code:
+        reason = f"exit {js.exit_code}"
     if status is not None and status.get("state") == "done":
         state = "DONE"
     elif status is not None and status.get("state") == "failed":
         # A failed run that SLURM requeued or the user resumed is running again: show the live state.
         state = slurm_state if js is not None and js.active else "FAILED"
-        reason = reason or str(status.get("reason") or "")
+        if state == "FAILED":
+            reason = str(status.get("reason") or reason)
     else:
         state = slurm_state
     metric, value = "", None
     final = (status or {}).get("final") or {}
     if state == "DONE" and isinstance(final, dict):
-        for key in ("test/top1", "val/top1", "knn_top1", "val/knn_top1"):
+        for key in ("test/top1", "test/knn_top1", "val/top1", "val/knn_top1", "knn_top1"):
             if isinstance(final.get(key), (int, float)):
                 metric, value = key, float(final[key])
                 break
@@ -129,7 +134,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
         r = report_recs[-1]
         js = states.get(str(r["job_id"]))
         st = js.state if js else "UNKNOWN"
-        report = Row("report", "report", 0, st, st, js.reason if js else "", js.requeues if js else 0, None, None,
+        reason = js.reason if js is not None and st in ("PENDING", "CANCELLED") else ""
+        report = Row("report", "report", 0, st, st, reason, js.requeues if js else 0, None, None,
                      "", None, str(r["job_id"]), str(Path(manifest.sweep_dir) / "report"))
     return rows, report
 
@@ -157,10 +163,7 @@ def render(rows: list[Row], report: Row | None, sweep_dir: str | Path, *, full_p
     header = ["STAGE", "POINT", "SEED", "STATE", "RESTARTS", "PROGRESS", "METRIC", "JOB", "RUN"]
     table = [header]
     for r in rows + ([report] if report else []):
-        # SLURM keeps the last pending reason on finished jobs ("COMPLETED (Dependency)"): show it only
-        # where it explains something.
-        explain = r.reason and r.state in ("PENDING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "REQUEUED")
-        state = r.state + (f" ({r.reason})" if explain else "")
+        state = r.state + (f" ({r.reason})" if r.reason and r.state not in ("DONE", "RUNNING") else "")
         metric = f"{r.metric}={r.value:.4g}" if r.value is not None else "-"
         run = r.run_dir if full_paths else os.path.relpath(r.run_dir, sweep_dir)
         table.append([r.stage, r.point, str(r.seed) if r.stage != "report" else "-", state[:40], str(r.restarts),
