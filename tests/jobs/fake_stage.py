@@ -78,3 +78,22 @@ def run_stage(config: dict[str, Any]) -> dict[str, Any]:
               "device": "cpu", "final": {"test/top1": 50.0}, "weights": weights, "time": time.time()}
     _write(status_path, status)
     return status
+
+
+def record_env(config: dict[str, Any]) -> dict[str, Any]:
+    """Multi-task jobs: every rank writes what the wrapper exported for torch.distributed, rank 0 the status."""
+    import socket
+
+    run = Path(config["run_dir"])
+    run.mkdir(parents=True, exist_ok=True)
+    keys = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NODEID")
+    env = {k: os.environ.get(k) for k in keys}
+    try:
+        env["master_resolves"] = socket.gethostbyname(env["MASTER_ADDR"] or "")
+    except OSError:
+        env["master_resolves"] = None
+    _write(run / f"rank-{env['RANK']}.json", env)
+    status = {"state": "done", "reason": None, "step": 0, "total_steps": 0, "time": time.time()}
+    if env["RANK"] == "0":
+        _write(run / "status.json", status)
+    return status

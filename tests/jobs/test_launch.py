@@ -157,3 +157,21 @@ def test_resolve_runner_names_the_problem() -> None:
         launch.resolve_runner("jobs.runner")
     with pytest.raises(ValueError, match="no function"):
         launch.resolve_runner("jobs.launch:nope")
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_multi_node_task_gets_the_distributed_environment(tmp_path: Path) -> None:
+    """2 nodes x 1 task: each rank sees RANK/WORLD_SIZE/MASTER_ADDR (resolvable) before the stage runs."""
+    import dataclasses
+
+    run = tmp_path / "run"
+    profile = dataclasses.replace(load_profile("local"), nodes=2, time_min=5, signal_delay_s=30)
+    ex = make_executor(profile, tmp_path / "submitit" / "%j", job_name="multinode-env")
+    job = ex.submit(StageTask({"run_dir": str(run), "stage": "pretrain"}, "tests.jobs.fake_stage:record_env"))
+    _wait(lambda: len(list(run.glob("rank-*.json"))) == 2 or job.done(), 180, "both ranks")
+    _wait(job.done, 60, "the job to end")
+    ranks = [json.loads((run / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["RANK"] for r in ranks] == ["0", "1"] and {r["WORLD_SIZE"] for r in ranks} == {"2"}
+    assert len({(r["MASTER_ADDR"], r["MASTER_PORT"]) for r in ranks}) == 1
+    assert all(r["master_resolves"] for r in ranks) and {r["SLURM_NODEID"] for r in ranks} == {"0", "1"}
