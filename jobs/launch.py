@@ -95,9 +95,10 @@ def export_distributed() -> None:
 def check_parent(config: dict[str, Any]) -> None:
     """Refuse to start from a parent run that is not done.
 
-    SLURM's ``afterok`` normally guarantees it, but a dependency on an array task that was cancelled
-    while still pending is silently dropped by Slurm 22.05 (the task leaves no record), so the task
-    checks the run folder itself and fails loudly instead of training from nothing.
+    SLURM's ``afterok`` normally guarantees it, but Slurm 22.05 silently drops a dependency on a job it
+    has no record of (measured: ``scontrol update ... dependency=afterok:<unknown id>`` just clears it;
+    seen too for an array task cancelled while pending before any node was up), so the task checks the
+    run folder itself and fails loudly instead of training from nothing.
     """
     parent = config.get("parent")
     if not parent:

@@ -6,6 +6,7 @@
     simclr-sweep demo sweep_dir=/scratch/me/abl cluster=example_gpu cluster.partition=a100
     simclr-sweep demo data=imagefolder data.root=/data/imagenet train.epochs=100   # every stage's config
     simclr-sweep demo 'stages.finetune.grid=[{axes:{finetune.label_fraction:[0.01]},seeds:[0,1,2]}]'
+    simclr-sweep demo "stages.pretrain.overrides=['train.epochs=50']" stages.distill.enabled=false
     simclr-sweep tiny --dry-run                          # print the sbatch scripts, submit nothing
 
 The definition is composed with Hydra's compose API (not ``@hydra.main``: no working-directory change,
