@@ -56,7 +56,7 @@ class LinearBN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn(self.linear(x))
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x  # BN keeps its input, not its output
 
 
 class HeadPrefix(nn.Sequential):

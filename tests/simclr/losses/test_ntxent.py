@@ -142,3 +142,15 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path: Path) -> None
         assert torch.allclose(res["grad"], w.grad, atol=1e-5, rtol=1e-4)
         assert torch.allclose(res["logits"], logits[4 * r : 4 * r + 4], atol=1e-5)
         assert torch.equal(res["labels"], labels[4 * r : 4 * r + 4])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu() -> None:
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(64, 32), torch.randn(64, 32)
+    ref, ref_logits, _ = nt_xent(z1, z2, 0.1)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, logits, labels = nt_xent(z1.cuda(), z2.cuda(), 0.1)
+    assert loss.dtype == torch.float32 and labels.device.type == "cuda"
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-4)
+    assert torch.allclose(logits.cpu(), ref_logits, atol=1e-3)

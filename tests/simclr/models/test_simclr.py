@@ -80,3 +80,45 @@ def test_simclr_model_rejects_bad_probe_selector() -> None:
     backbone = build_backbone(18, 0.25, cifar_stem=True)
     with pytest.raises(ValueError, match="ft_proj_selector"):
         SimCLRModel(backbone, ProjectionHead(128, 2), num_classes=3, probe_selector=3)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_bf16_channels_last_matches_cpu_float32() -> None:
+    torch.manual_seed(0)
+    model = build_simclr_model(**MODEL, num_classes=10)
+    x = torch.randn(16, 3, 32, 32)
+    ref = model(x)["proj"]
+    gpu = model.cuda().to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = gpu(x.cuda().contiguous(memory_format=torch.channels_last))["proj"]
+    assert torch.allclose(out.float().cpu(), ref, atol=0.1, rtol=0.05)
+
+
+@cuda
+@pytest.mark.slow
+def test_compiles_without_graph_breaks_and_matches_eager() -> None:
+    from simclr.losses.ntxent import nt_xent
+
+    torch.manual_seed(0)
+    model = build_simclr_model(**MODEL, num_classes=10).cuda().to(memory_format=torch.channels_last)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        z1, z2 = out["proj"].chunk(2)
+        return nt_xent(z1, z2, 0.5)[0] + out["probe_logits"].logsumexp(1).mean()
+
+    x = torch.randn(32, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    eager = loss_fn(x)
+    eager.backward()
+    g_eager = model.backbone.stem[0].weight.grad.clone()  # type: ignore[union-attr]
+    model.zero_grad()
+    compiled = torch.compile(loss_fn, fullgraph=True)(x)  # fullgraph: any graph break raises
+    compiled.backward()
+    assert torch.allclose(compiled, eager, rtol=1e-3, atol=1e-3)
+    g = model.backbone.stem[0].weight.grad
+    assert g is not None
+    # different kernels (TF32 convolutions, fused reductions): agree to ~0.1% of the gradient's scale
+    assert torch.allclose(g, g_eager, rtol=1e-2, atol=2e-3 * float(g_eager.abs().max()))

@@ -133,3 +133,22 @@ def test_one_training_step_changes_adapted_weights_by_about_eta_lr() -> None:
 def test_invalid_arguments(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         LARS([nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_equals_cpu_step() -> None:
+    torch.manual_seed(0)
+    cpu = build_simclr_model(depth=18, width=0.25, cifar_stem=True, num_proj_layers=2, proj_out_dim=8,
+                             num_classes=3)  # fmt: skip
+    gpu = build_simclr_model(depth=18, width=0.25, cifar_stem=True, num_proj_layers=2, proj_out_dim=8,
+                             num_classes=3).cuda()  # fmt: skip
+    gpu.load_state_dict(cpu.state_dict())
+    for p_cpu, p_gpu in zip(cpu.parameters(), gpu.parameters()):
+        p_cpu.grad = torch.randn_like(p_cpu)
+        p_gpu.grad = p_cpu.grad.cuda()
+    opts = [LARS(param_groups_for_lars(m, 1e-4), lr=0.5) for m in (cpu, gpu)]
+    for _ in range(2):
+        for opt in opts:
+            opt.step()
+    for p_cpu, p_gpu in zip(cpu.parameters(), gpu.parameters()):
+        assert torch.allclose(p_gpu.cpu(), p_cpu, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,222 @@
+"""SimCLR training-step throughput on CPU: this library vs the `lightly` package, side by side.
+
+    python -m benchmarks.train_step [--width 0.25] [--batch 256] [--rounds 6] [--steps 3] [--quick]
+
+One step = both views of ``batch`` images (32 px) through a CIFAR-stem ResNet-18, the 3-layer
+projection head (hidden = feature width, 128 out), NT-Xent (tau 0.5) and a LARS update. Images/s
+counts both views (2 x batch per step). Data loading is not part of it: both sides train on the
+same fixed random tensors.
+
+* ours: ``simclr.models.build_simclr_model`` in channels_last memory format, the two views in one
+  forward pass (official: BN statistics over both views), ``simclr.losses.nt_xent``,
+  ``simclr.optim.LARS`` with the official parameter groups.
+* lightly: its SimCLR recipe as its examples write it: ``ResNetGenerator('resnet-18', width)``
+  without the classifier + ``SimCLRProjectionHead(d, d, 128, num_layers=3)``, one forward pass
+  per view, ``NTXentLoss``, ``lightly.utils.lars.LARS``.
+
+Both run in the same process, with the same threads (2 by default) and the same allocator:
+the script re-executes itself with tcmalloc preloaded when it is installed (Debian
+``libtcmalloc-minimal4``), which both sides then use. The two sides alternate in rounds so that
+the load of a shared machine hits both alike; the headline is the ratio of median step times,
+the best-step ratio is recorded too. Writes benchmarks/results/train_step.json
+(``--quick``: a few small steps, written to train_step_quick.json, for the smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+_REEXEC_MARK = "SIMCLR_BENCH_REEXEC"
+
+
+def _maybe_reexec_with_tcmalloc(disabled: bool) -> str:
+    """Re-run this command with tcmalloc preloaded (once); return the allocator in use."""
+    if "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return "tcmalloc"
+    if disabled or os.environ.get(_REEXEC_MARK) or not Path(TCMALLOC).exists():
+        return "glibc malloc"
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = (TCMALLOC + " " + env.get("LD_PRELOAD", "")).strip()
+    env[_REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.train_step", *sys.argv[1:]], env)
+    raise AssertionError("unreachable")
+
+
+def _ours(
+    width: float, batch: int, size: int, tau: float, compile_model: bool, device: str, amp: str
+) -> Callable[[], float]:
+    import torch
+
+    from simclr.losses.ntxent import nt_xent
+    from simclr.models.simclr import build_simclr_model
+    from simclr.optim.lars import LARS, param_groups_for_lars
+
+    torch.manual_seed(0)
+    model = build_simclr_model(depth=18, width=width, cifar_stem=True, num_proj_layers=3, proj_out_dim=128)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    opt = LARS(param_groups_for_lars(model, weight_decay=1e-6), lr=0.3, momentum=0.9, weight_decay=1e-6)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2 * batch, 3, size, size, generator=g)
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if compile_model else model
+    autocast = _autocast(device, amp)
+
+    def step() -> float:
+        with autocast():
+            z = fwd(x)["proj"]
+        loss, _, _ = nt_xent(z[:batch], z[batch:], tau)  # float32 inside
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach().item()
+
+    return step
+
+
+def _lightly(width: float, batch: int, size: int, tau: float, device: str, amp: str) -> Callable[[], float]:
+    import torch
+    from lightly.loss import NTXentLoss
+    from lightly.models import ResNetGenerator
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    torch.manual_seed(0)
+    resnet = ResNetGenerator("resnet-18", width=width)
+    backbone = torch.nn.Sequential(
+        *list(resnet.children())[:-1], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    dim = int(512 * width)
+    model = torch.nn.Sequential(backbone, SimCLRProjectionHead(dim, dim, 128, num_layers=3)).to(device)
+    criterion = NTXentLoss(temperature=tau)
+    opt = LightlyLARS(model.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-6)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(batch, 3, size, size, generator=g).to(device)
+    x1 = torch.randn(batch, 3, size, size, generator=g).to(device)
+    autocast = _autocast(device, amp)
+
+    def step() -> float:
+        with autocast():
+            z0, z1 = model(x0), model(x1)
+        loss = criterion(z0.float(), z1.float())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.detach().item()
+
+    return step
+
+
+def _autocast(device: str, amp: str) -> Callable[[], Any]:
+    import contextlib
+
+    import torch
+
+    if amp == "none":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, amp))
+
+
+def _measure(
+    sides: dict[str, Callable[[], float]], rounds: int, steps: int, warmup: int
+) -> dict[str, list[float]]:
+    for step in sides.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for r in range(rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))  # alternate who goes first
+        for name in order:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                sides[name]()
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=float, default=0.25, help="ResNet width multiplier (0.25: base width 16)")
+    ap.add_argument("--batch", type=int, default=256, help="images per view per step")
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="torch.compile our model (slow to start)")
+    ap.add_argument("--no-tcmalloc", action="store_true", help="keep the default allocator")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--amp", default="none", choices=["none", "bfloat16", "float16"], help="autocast dtype")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny batch, few steps")
+    ap.add_argument("--name", default=None, help="result name (default train_step[_quick])")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.batch, args.rounds, args.steps, args.warmup = 16, 1, 1, 1
+
+    allocator = _maybe_reexec_with_tcmalloc(args.no_tcmalloc)
+
+    import torch
+
+    from benchmarks._result import write_result
+
+    torch.set_num_threads(args.threads)
+    tau = 0.5  # official CIFAR-10 setting
+    sides: dict[str, Callable[[], float]] = {
+        "ours": _ours(args.width, args.batch, args.size, tau, args.compile, args.device, args.amp)
+    }
+    lightly_version: str | None = None
+    lightly_error: str | None = None
+    try:
+        import lightly
+
+        lightly_version = lightly.__version__
+        sides["lightly"] = _lightly(args.width, args.batch, args.size, tau, args.device, args.amp)
+    except ImportError as e:  # the test suite's fresh venv need not have it
+        lightly_error = f"lightly not importable: {e}"
+
+    times = _measure(sides, args.rounds, args.steps, args.warmup)
+    imgs = 2 * args.batch
+    median = {k: imgs / statistics.median(v) for k, v in times.items()}
+    best = {k: imgs / min(v) for k, v in times.items()}
+    for k in times:
+        print(f"{k:8s} median {median[k]:8.1f} img/s   best {best[k]:8.1f} img/s   ({len(times[k])} steps)")
+    has_base = "lightly" in times
+    name = args.name or ("train_step_quick" if args.quick else "train_step")
+    out = write_result(
+        name,
+        value=round(median["ours"], 1),
+        unit="images/s",
+        baseline=f"lightly {lightly_version} SimCLR recipe" if has_base else "lightly (not installed)",
+        baseline_value=round(median["lightly"], 1) if has_base else None,
+        goal=">= 1.3x lightly (images/s, same model width, batch, loss, optimizer)",
+        ratio_best=round(best["ours"] / best["lightly"], 3) if has_base else None,
+        value_best=round(best["ours"], 1),
+        baseline_value_best=round(best["lightly"], 1) if has_base else None,
+        model=f"ResNet-18 CIFAR stem, width {args.width}, 3-layer head -> 128",
+        batch=args.batch,
+        image_size=args.size,
+        views=2,
+        threads=args.threads,
+        allocator=allocator,
+        compiled=args.compile,
+        device=args.device,
+        amp=args.amp,
+        timed_steps=len(times["ours"]),
+        torch=torch.__version__,
+        lightly=lightly_version,
+        lightly_error=lightly_error,
+        quick=args.quick,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
