@@ -19,7 +19,7 @@ from jobs.runner import StageParts, stage_main
 from simclr import dist
 from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
-from simclr.train.evaluate import classify
+from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.runfolder import RunFolder
 
 
@@ -45,7 +45,7 @@ def _neck(tcfg: StageConfig) -> nn.Module:
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled")
-    test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
+    test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     teacher = teacher_of(cfg, train.num_classes, device)
     student = Classifier(builders.backbone(cfg), nn.Identity(), train.num_classes)  # trained from scratch
     student = dist.convert_sync_bn(student)  # global BN under DDP (a no-op with one process)
@@ -72,10 +72,10 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     cl = cfg.train.channels_last
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        res = classify(m, test.epoch_iter(0), device, channels_last=cl)
+        res = classify(m, test_batches(), device, channels_last=cl)
         agree = n = 0
         with torch.no_grad():
-            for batch in test.epoch_iter(0):
+            for batch in test_batches():
                 x = batch["image"].to(device)
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)

@@ -21,7 +21,7 @@ from jobs.runner import StageParts, stage_main
 from simclr import dist
 from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
-from simclr.train.evaluate import classify
+from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.runfolder import RunFolder
 
 
@@ -71,7 +71,7 @@ def build_classifier_stage(
     mode = "labelled" if cfg.finetune.augment else "eval"
     # Training drops the ragged last batch (never padded duplicates), also without augmentation.
     train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, drop_last=True)
-    test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
+    test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     model = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
     model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
     smoothing = cfg.finetune.label_smoothing
@@ -90,8 +90,8 @@ def build_classifier_stage(
         optimizer=builders.optimizer(cfg, model),  # frozen parameters are left out
         lr_at=builders.lr_schedule(cfg, n_steps, len(train)),
         step_fn=step_fn,
-        evaluators=(lambda m, epoch: classify(m, test.epoch_iter(0), device, channels_last=cl),),
-        final_eval=lambda m: classify(m, test.epoch_iter(0), device, channels_last=cl),
+        evaluators=(lambda m, epoch: classify(m, test_batches(), device, channels_last=cl),),
+        final_eval=lambda m: classify(m, test_batches(), device, channels_last=cl),
     )
 
 

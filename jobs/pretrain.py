@@ -16,7 +16,7 @@ from jobs.config import StageConfig
 from jobs.runner import StageParts, stage_main
 from simclr import dist
 from simclr.losses.ntxent import nt_xent
-from simclr.train.evaluate import classify, knn_evaluator, knn_top1, embed
+from simclr.train.evaluate import EvalBatches, classify, embed, knn_evaluator, knn_top1
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
@@ -51,6 +51,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     cl = cfg.train.channels_last
     knn_train = builders.loader(cfg, split=cfg.data.train_split, mode="eval", distributed=False, batch_size=512)
     knn_test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
+    knn_train_batches, knn_test_batches = EvalBatches(knn_train), EvalBatches(knn_test)
 
     def features(m: nn.Module):  # type: ignore[no-untyped-def]
         return lambda x: m.backbone(x)  # type: ignore[operator]
@@ -60,8 +61,8 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         evaluators.append(
             knn_evaluator(
                 features,
-                lambda: knn_train.epoch_iter(0),
-                lambda: knn_test.epoch_iter(0),
+                knn_train_batches,
+                knn_test_batches,
                 device,
                 k=cfg.pretrain.knn_k,
                 train_limit=cfg.pretrain.knn_train_samples,
@@ -70,11 +71,11 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         )
 
     def final_eval(m: nn.Module) -> dict[str, float]:
-        tx, ty = embed(features(m), knn_train.epoch_iter(0), device, channels_last=cl, limit=cfg.pretrain.knn_train_samples)
-        vx, vy = embed(features(m), knn_test.epoch_iter(0), device, channels_last=cl)
+        tx, ty = embed(features(m), knn_train_batches(), device, channels_last=cl, limit=cfg.pretrain.knn_train_samples)
+        vx, vy = embed(features(m), knn_test_batches(), device, channels_last=cl)
         res = {"knn_top1": knn_top1(tx, ty, vx, vy, k=cfg.pretrain.knn_k)}
         if probe:
-            res["probe_top1"] = classify(lambda x: m(x)["probe_logits"], knn_test.epoch_iter(0), device, channels_last=cl)["top1"]  # type: ignore[index]
+            res["probe_top1"] = classify(lambda x: m(x)["probe_logits"], knn_test_batches(), device, channels_last=cl)["top1"]  # type: ignore[index]
         return res
 
     return StageParts(

@@ -120,3 +120,35 @@ def knn_evaluator(
         return {name: knn_top1(tx, ty, vx, vy, k=k)}
 
     return run
+
+
+class EvalBatches:
+    """Evaluation batches of a loader (epoch 0), decoded once and kept in memory when they are small.
+
+    Evaluations repeat over the same fixed images (no augmentation), so decoding them every epoch is wasted
+    work; a large split (over ``cache_bytes``) is streamed every time instead.
+    """
+
+    def __init__(self, loader: Any, cache_bytes: int = 512 << 20) -> None:
+        self.loader = loader
+        self.cache_bytes = cache_bytes
+        self._cache: list[Batch] | None = None
+
+    def __call__(self) -> Iterator[Batch]:
+        if self._cache is not None:
+            return iter(self._cache)
+        return self._fill()
+
+    def _fill(self) -> Iterator[Batch]:
+        kept: list[Batch] = []
+        size = 0
+        for batch in self.loader.epoch_iter(0):
+            yield batch
+            if kept is not None:
+                size += int(batch["image"].numel() * batch["image"].element_size())
+                if size > self.cache_bytes:
+                    kept = None  # type: ignore[assignment]
+                else:
+                    kept.append({"image": batch["image"], "label": batch["label"]})
+        if kept is not None:
+            self._cache = kept
