@@ -7,14 +7,40 @@
   :func:`view_seed` (``augment.py``).
 """
 
-from simclr.data.augment import BatchedSimCLRAugment, EvalTransform, SimCLRAugment, view_seed
-from simclr.data.errors import BadSampleError, DataError, ManifestError
-from simclr.data.fractions import read_keys, write_label_fractions
-from simclr.data.loader import ShardLoader
-from simclr.data.manifest import Manifest, ShardInfo
-from simclr.data.shards import finalize_split, write_shards
-from simclr.data.shardset import ShardSet, open_split
-from simclr.data.sources import array_samples, fashion_mnist_samples, imagefolder_samples, npz_samples
+import importlib
+from typing import Any
+
+# Attributes are imported on first use (PEP 562): the shard job and the fraction tools need neither torch nor
+# torchvision, and importing torch costs seconds - "rerunning the demo's shard stage is instant".
+_WHERE = {
+    "BatchedSimCLRAugment": "simclr.data.augment_batched",
+    "EvalTransform": "simclr.data.augment",
+    "SimCLRAugment": "simclr.data.augment",
+    "view_seed": "simclr.data.augment",
+    "BadSampleError": "simclr.data.errors",
+    "DataError": "simclr.data.errors",
+    "ManifestError": "simclr.data.errors",
+    "read_keys": "simclr.data.fractions",
+    "write_label_fractions": "simclr.data.fractions",
+    "ShardLoader": "simclr.data.loader",
+    "Manifest": "simclr.data.manifest",
+    "ShardInfo": "simclr.data.manifest",
+    "finalize_split": "simclr.data.shards",
+    "write_shards": "simclr.data.shards",
+    "ShardSet": "simclr.data.shardset",
+    "open_split": "simclr.data.shardset",
+    "array_samples": "simclr.data.sources",
+    "fashion_mnist_samples": "simclr.data.sources",
+    "imagefolder_samples": "simclr.data.sources",
+    "npz_samples": "simclr.data.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'simclr.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "BadSampleError",

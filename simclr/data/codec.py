@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.io import ImageReadMode
+
+if TYPE_CHECKING:
+    import torch
 
 ImageFormat = Literal["png", "jpeg"]
 FORMATS: tuple[str, ...] = ("png", "jpeg")
@@ -94,27 +95,37 @@ def decode_pil(data: bytes, mode: str) -> Image.Image:
     return im if im.mode == mode else im.convert(mode)
 
 
-def _tv_op(name: str) -> Any:
-    """torchvision's C++ decode op, or None. Called directly: the Python wrappers emit a DeprecationWarning on
-    every call since torchvision 0.29 (the ops are what they call)."""
-    try:
-        return getattr(torch.ops.image, name)
-    except (AttributeError, RuntimeError):
+_OPS: dict[str, Any] = {}
+
+
+def _tv_op(fmt: str | None) -> Any:
+    """torchvision's C++ decode op for ``fmt``, or None. Called directly: the Python wrappers emit a
+    DeprecationWarning on every call since torchvision 0.29 (the ops are what they call). Imported on first
+    use, so writing shards never imports torch."""
+    if fmt not in ("png", "jpeg"):
         return None
+    if not _OPS:
+        import torch
+        import torchvision.io  # noqa: F401  (registers torch.ops.image)
+
+        for name in ("png", "jpeg"):
+            try:
+                _OPS[name] = getattr(torch.ops.image, f"decode_{name}")
+            except (AttributeError, RuntimeError):
+                _OPS[name] = None
+    return _OPS[fmt]
 
 
-_DECODE_PNG = _tv_op("decode_png")
-_DECODE_JPEG = _tv_op("decode_jpeg")
-
-
-def decode_tensor(data: bytes, mode: str) -> torch.Tensor:
+def decode_tensor(data: bytes, mode: str) -> "torch.Tensor":
     """Decode into a uint8 tensor ``[C, H, W]``, C = 1 for mode L and 3 for RGB; raises on corrupt data.
 
     PNG and JPEG go through libpng / libjpeg-turbo via torchvision's ops; anything else (or a torchvision
     without them) through PIL.
     """
-    fmt = sniff_format(data)
-    op = _DECODE_PNG if fmt == "png" else _DECODE_JPEG if fmt == "jpeg" else None
+    import torch
+    from torchvision.io import ImageReadMode
+
+    op = _tv_op(sniff_format(data))
     if op is not None:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         return op(buf, (ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB).value, False)
