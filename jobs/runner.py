@@ -79,9 +79,11 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
         torch.manual_seed(cfg.seed)
         device = builders.device()
         stage = importlib.import_module(f"jobs.{cfg.stage}")
-        parts: StageParts = stage.build(cfg, device)
-        run.write_config(to_dict(cfg))
         try:
+            # The config is valid (checked above, before the folder is touched); what fails from here on
+            # (missing data, a parent run that is not done, training errors) is recorded in status.json.
+            parts: StageParts = stage.build(cfg, device)
+            run.write_config(to_dict(cfg))
             result = fit(
                 run=run,
                 model=parts.model,

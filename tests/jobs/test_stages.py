@@ -167,9 +167,14 @@ def test_stop_anywhere_and_resume_is_bit_identical(
 def test_invalid_config_fails_before_the_run_folder_is_touched(tiny_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.depth"):
         run_stage({"stage": "pretrain", "run_dir": str(tmp_path / "bad"), "data": {"root": str(tiny_root)}, "model": {"depth": 7}})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_stage_that_cannot_start_records_why(tiny_root: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="label_fraction"):
         run_stage(cfg_for("supervised", tmp_path, tiny_root, "bad2", "finetune.label_fraction=0.2"))
-    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+    status = json.loads((tmp_path / "bad2" / "status.json").read_text())
+    assert status["state"] == "failed" and "label_fraction=0.2" in status["reason"]
 
 
 def test_a_done_run_is_not_run_again(chain: dict[str, Path]) -> None:
