@@ -90,7 +90,8 @@ def _sorted_fractions(frame: pd.DataFrame) -> list[float]:
 
 def top1_vs_params(groups: pd.DataFrame) -> tuple[Figure, str] | None:
     """Top-1 vs parameter count per label fraction; None when no classifier group has both."""
-    frame = groups[groups["stage"].isin(list(_FRACTION_STYLE)) & groups["params"].notna() & groups["mean"].notna()]
+    # params <= 0: a run that did not count them; it cannot sit on a log axis
+    frame = groups[groups["stage"].isin(list(_FRACTION_STYLE)) & (groups["params"] > 0) & groups["mean"].notna()]
     if frame.empty:
         return None
     fractions = _sorted_fractions(frame)
@@ -127,6 +128,7 @@ def gain_vs_params(gain_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     if gain_numeric.empty or "gain" not in gain_numeric:
         return None
     frame = gain_numeric.dropna(subset=["gain", "params"])
+    frame = frame[frame["params"] > 0]
     if frame.empty:
         return None
     best = _best_per_backbone(frame, by="gain")

@@ -42,6 +42,8 @@ from analysis.tables import all_tables
 
 __all__ = ["ReportResult", "build_report", "main", "summarize"]
 
+MAX_PAGE_WARNINGS = 500  # on report.md/html; warnings.txt has them all
+
 
 @dataclass
 class ReportResult:
@@ -139,7 +141,9 @@ def build_report(roots: str | Path | Sequence[str | Path], out: str | Path | Non
     if figures:
         sections.append(Section("Figures", figures=figures))
     if warnings:
-        sections.append(Section(f"Warnings ({len(warnings)})", bullets=warnings, collapsed=len(warnings) > 20))
+        shown = warnings[:MAX_PAGE_WARNINGS] + ([f"... {len(warnings) - MAX_PAGE_WARNINGS} more in warnings.txt"]
+                                               if len(warnings) > MAX_PAGE_WARNINGS else [])
+        sections.append(Section(f"Warnings ({len(warnings)})", bullets=shown, collapsed=len(warnings) > 20))
     page_title = title or f"SimCLRv2 sweep report: {root_list[0].resolve().name}"
     (out_dir / "report.md").write_text(render_markdown(page_title, sections, out_dir) + f"\n{subtitle}\n",
                                        encoding="utf-8")

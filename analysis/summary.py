@@ -41,8 +41,9 @@ def _best_finetune(groups: pd.DataFrame) -> str:
     f = ft["label_fraction"].min()
     at = ft[np.isclose(ft["label_fraction"], f)]
     best = at.loc[at["mean"].idxmax()]
-    line = (f"Best {fraction_label(f)} fine-tune top-1: {_stat(best)} "
-            f"({_model(best)}, {head_label(best['num_proj_layers'], best['ft_proj_selector'])})")
+    stat, n = _stat(best).rsplit(" (", 1)
+    line = (f"Best {fraction_label(f)} fine-tune top-1: {stat} "
+            f"({_model(best)}, {head_label(best['num_proj_layers'], best['ft_proj_selector'])}; {n}")
     sup = groups[(groups["stage"] == "supervised") & groups["label_fraction"].notna()]
     sup = sup[np.isclose(sup["label_fraction"], f)]
     for k in BACKBONE:

@@ -8,7 +8,8 @@ import pytest
 
 from analysis.collect import collect
 from analysis.groups import group_runs
-from analysis.plots import all_figures, head_ablation, top1_vs_params, training_curves
+from analysis.plots import all_figures, gain_vs_params, head_ablation, top1_vs_params, training_curves
+from analysis.synthetic import write_run
 from analysis.tables import distill_table, gain_table
 
 
@@ -53,6 +54,7 @@ def test_curve_panels_name_series(known_sweep: Path, stage: str) -> None:
     assert titles == expected  # lr is left out
 
 
+@pytest.mark.slow  # draws every figure twice (~6 s on 2 shared cores)
 def test_figures_drawn_in_worker_processes_match(known_sweep: Path, tmp_path: Path) -> None:
     c = collect(known_sweep)
     g = group_runs(c.runs)
@@ -62,3 +64,10 @@ def test_figures_drawn_in_worker_processes_match(known_sweep: Path, tmp_path: Pa
     assert [f.name for f in forked] == [f.name for f in serial]
     assert all(f.png.parent == tmp_path / "forked" and f.png_bytes[:4] == b"\x89PNG" for f in forked)
     assert [(f.title, f.caption) for f in forked] == [(f.title, f.caption) for f in serial]
+
+
+def test_runs_without_parameter_counts_are_not_on_the_log_axis(tmp_path: Path) -> None:
+    write_run(tmp_path, stage="finetune", ft_proj_selector=1, label_fraction=0.1, top1=50.0, params=0)
+    write_run(tmp_path, stage="supervised", label_fraction=0.1, top1=40.0, params=0)
+    g = group_runs(collect(tmp_path).runs)
+    assert top1_vs_params(g) is None and gain_vs_params(gain_table(g).numeric) is None

@@ -109,6 +109,7 @@ def test_chromium_probe_catches_a_broken_figure(report: ReportResult, tmp_path: 
     assert len(result["errs"]) == 1 and result["errs"][0].startswith("resource failed")
 
 
+@pytest.mark.slow  # two whole reports (~6 s on 2 shared cores)
 def test_main_default_out_and_rerun(known_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep"
     shutil.copytree(known_sweep, sweep)

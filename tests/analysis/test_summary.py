@@ -12,7 +12,7 @@ from analysis.synthetic import write_run
 def test_summary_of_known_sweep(known_sweep: Path) -> None:
     lines = summarize(collect(known_sweep).runs)
     assert lines == [
-        "Best 1% fine-tune top-1: 71.00 ± 1.41 (n=2) (R50 2× SK, head 3, ft 1) vs supervised 45.00 (n=1): "
+        "Best 1% fine-tune top-1: 71.00 ± 1.41 (R50 2× SK, head 3, ft 1; n=2) vs supervised 45.00 (n=1): "
         "+26.00 points",
         "Semi-supervised gain over supervised: +21.67 at 1%, +5.00 at 10% (mean over 4 matched groups); "
         "larger at 1% than at 10%, as SimCLRv2 reports",
