@@ -68,6 +68,10 @@ class ViewParams:
     def __len__(self) -> int:
         return int(self.top.shape[0])
 
+    def take(self, rows: slice) -> ViewParams:
+        """The parameters of a sub-batch."""
+        return ViewParams(**{f: getattr(self, f)[rows] for f in self.__dataclass_fields__})
+
 
 def _check(name: str, ok: bool, msg: str) -> None:
     if not ok:

@@ -94,8 +94,7 @@ def jitter_linear(
     if not need_luma:
         return x.mul_(a[:, None, None, None]).clamp_(0.0, 1.0)
     gray = luma(x)
-    # float64 accumulation: the mean then does not depend on how many threads split the sum.
-    mean = gray.sum(dim=(1, 2, 3), dtype=torch.float64).div_(gray[0].numel()).to(dt)
+    mean = gray.mean(dim=(1, 2, 3))
     shift = torch.where(is_con, (1 - contrast) * mean, torch.zeros_like(one))
     if x.shape[1] == 3:
         # Saturation of a gray image is the identity, so only RGB batches get the luma blend.
@@ -103,39 +102,43 @@ def jitter_linear(
         base = torch.addcmul(shift[:, None, None, None], gray, keep[:, None, None, None])
     else:
         base = shift[:, None, None, None].expand_as(gray)
-    return x.mul_(a[:, None, None, None]).add_(base).clamp_(0.0, 1.0)
+    return torch.addcmul(base, x, a[:, None, None, None], out=x).clamp_(0.0, 1.0)
+
+
+_HUE_OFFSETS = (3.0, 1.0, -1.0)  # n - 2 for n = 5, 3, 1 (R, G, B)
 
 
 def hue_shift(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Rotate the HSV hue of ``[B, 3, H, W]`` images by ``delta`` (``[B]``, in turns, |delta| <= 0.5) keeping
     S and V — PIL's / torchvision's ``adjust_hue`` without the HSV round trip.
 
-    V = max and C = max - min do not change, so with the new hue h' (in sixths of a turn) each output channel is
-    ``V - C * clamp(2 - d, 0, 1)``, d the circular distance of ``h' + n`` to 2 (n = 5, 3, 1 for R, G, B).
-    Written with in-place arithmetic and boolean multiplies: ``torch.where`` / ``remainder`` on CPU cost several
-    times a multiply-add, and this op is the most expensive of the recipe.
+    V = max and C = max - min do not change. With the new hue h' in sixths of a turn, HSV->RGB gives channel n
+    (5, 3, 1 for R, G, B) as ``V - C clamp(2 - d, 0, 1)`` = ``min + C clamp(d - 1, 0, 1)``, d the circular
+    distance of ``h' + n`` to 2. Written with in-place arithmetic and boolean multiplies: ``torch.where`` /
+    ``remainder`` on CPU cost several times a multiply-add, and this is the most expensive op of the recipe.
     """
     r, g, b = x.unbind(1)
     maxc = torch.maximum(r, g)
     torch.maximum(maxc, b, out=maxc)
-    chroma = torch.minimum(r, g)
-    torch.minimum(chroma, b, out=chroma)
-    torch.sub(maxc, chroma, out=chroma)
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    is_b = ~(is_r | is_g)
-    # HSV hue in sixths, in [-1, 5): (g-b)/C if R is max, 2 + (b-r)/C if G is, 4 + (r-g)/C if B is.
-    num = torch.sub(r, g).mul_(is_b)
-    num.addcmul_(torch.sub(g, b), is_r).addcmul_(torch.sub(b, r), is_g)
-    off = is_g * 2.0
-    off.add_(is_b, alpha=4.0)
-    h6 = num.div_(chroma.clamp(min=1e-12)).add_(off).add_(6.0 * delta.to(x.dtype)[:, None, None])
-    out = torch.empty_like(x)
-    for c, n in enumerate((5.0, 3.0, 1.0)):
-        k = torch.add(h6, n - 2.0, out=out[:, c])  # in [-6, 12) for |delta| <= 0.5
-        k.add_(k > 3.0, alpha=-6.0).add_(k > 3.0, alpha=-6.0).add_(k < -3.0, alpha=6.0).abs_()  # circular distance
-        k.neg_().add_(2.0).clamp_(0.0, 1.0).mul_(chroma).neg_().add_(maxc)
-    return out
+    minc = torch.minimum(r, g)
+    torch.minimum(minc, b, out=minc)
+    chroma = maxc - minc
+    # Which channel is the max, as float 0/1 masks from sign() (comparisons into bool tensors and arithmetic
+    # with bool operands are 4-8x slower than float ops on CPU): R wins ties, then G, as in PIL/torchvision.
+    is_r = torch.sign(maxc - r).neg_().add_(1.0)
+    is_g = torch.sign(maxc - g).neg_().add_(1.0).mul_(1.0 - is_r)
+    is_b = (1.0 - is_r).sub_(is_g)
+    # HSV hue in sixths of a turn: (g-b)/C if R is max, 2 + (b-r)/C if G is, 4 + (r-g)/C if B is.
+    h6 = torch.sub(g, b).mul_(is_r)
+    h6.addcmul_(torch.sub(b, r), is_g).addcmul_(torch.sub(r, g), is_b)
+    h6.div_(chroma.clamp(min=1e-12)).add_(is_g, alpha=2.0).add_(is_b, alpha=4.0)
+    h6.add_(6.0 * delta.to(x.dtype)[:, None, None])
+    h6.sub_(torch.floor(h6 / 6.0).mul_(6.0))  # wrap into [0, 6)
+    offsets = torch.tensor(_HUE_OFFSETS, dtype=x.dtype, device=x.device)[None, :, None, None]
+    k = h6.unsqueeze(1) + offsets  # h' + n - 2, in [-1, 9)
+    k.sub_(torch.floor((k + 3.0) / 6.0).mul_(6.0)).abs_()  # circular distance d in [0, 3]
+    k.sub_(1.0).clamp_(0.0, 1.0)
+    return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), k, out=k)
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int, dtype: torch.dtype) -> torch.Tensor:
