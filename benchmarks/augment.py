@@ -23,9 +23,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
-def _images(n: int, size: int, seed: int):  # -> uint8 [n, 3, size, size]
+def _images(n: int, size: int, seed: int) -> "torch.Tensor":  # uint8 [n, 3, size, size]
     import torch
 
     g = torch.Generator().manual_seed(seed)

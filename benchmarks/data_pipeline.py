@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _images(size: int, n: int, seed: int, gray: bool):  # -> (uint8 [n, H, W(, 3)], labels [n], source name)
+def _images(size: int, n: int, seed: int, gray: bool) -> tuple[Any, Any, str]:  # uint8 [n, H, W(, 3)], labels, name
     import numpy as np
     import torch
 

@@ -128,6 +128,7 @@ def decode_tensor(data: bytes, mode: str) -> "torch.Tensor":
     op = _tv_op(sniff_format(data))
     if op is not None:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return op(buf, (ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB).value, False)
+        out: torch.Tensor = op(buf, (ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB).value, False)
+        return out
     a = torch.from_numpy(np.array(decode_pil(data, mode), dtype=np.uint8))
     return a[None] if a.dim() == 2 else a.permute(2, 0, 1).contiguous()

@@ -122,31 +122,34 @@ class _EpochBatches(Dataset[Batch]):
         if self.mode == "eval":
             labels = torch.where(valid, labels, torch.full_like(labels, -1))  # padded slots do not count
         batch["label"] = labels
+        tf = self.transform
         if self.mode == "two_view":
             seeds = torch.tensor([[view_seed(self.seed, self.epoch, k, v) for k in keys] for v in (0, 1)])
             if self.raw:
                 batch["_raw"] = _stack_if_same(images)
                 batch["_seeds"] = seeds
-            elif self.batched:
+            elif isinstance(tf, BatchedSimCLRAugment):
                 both = _stack_if_same(images)
                 both = both.repeat(2, 1, 1, 1) if isinstance(both, torch.Tensor) else both + both
-                v = self.transform(both, seeds.reshape(-1))  # type: ignore[call-arg]
+                v = tf(both, seeds.reshape(-1))
                 batch["view1"], batch["view2"] = v[: len(keys)], v[len(keys) :]
             else:
-                aug = self.transform
-                batch["view1"] = torch.stack([aug(im, int(s)) for im, s in zip(images, seeds[0])])  # type: ignore[call-arg]
-                batch["view2"] = torch.stack([aug(im, int(s)) for im, s in zip(images, seeds[1])])  # type: ignore[call-arg]
+                assert isinstance(tf, SimCLRAugment)
+                batch["view1"] = torch.stack([tf(im, int(s)) for im, s in zip(images, seeds[0])])
+                batch["view2"] = torch.stack([tf(im, int(s)) for im, s in zip(images, seeds[1])])
         elif self.mode == "labelled":
             seeds = torch.tensor([view_seed(self.seed, self.epoch, k, 0) for k in keys])
             if self.raw:
                 batch["_raw"] = _stack_if_same(images)
                 batch["_seeds"] = seeds[None]
-            elif self.batched:
-                batch["image"] = self.transform(_stack_if_same(images), seeds)  # type: ignore[call-arg]
+            elif isinstance(tf, BatchedSimCLRAugment):
+                batch["image"] = tf(_stack_if_same(images), seeds)
             else:
-                batch["image"] = torch.stack([self.transform(im, int(s)) for im, s in zip(images, seeds)])  # type: ignore[call-arg]
+                assert isinstance(tf, SimCLRAugment)
+                batch["image"] = torch.stack([tf(im, int(s)) for im, s in zip(images, seeds)])
         else:
-            batch["image"] = torch.stack([self.transform(im) for im in images])  # type: ignore[call-arg]
+            assert isinstance(tf, EvalTransform)
+            batch["image"] = torch.stack([tf(im) for im in images])
         return batch
 
 

@@ -263,7 +263,7 @@ def write_shards(
     num_shards = max(1, -(-total // max_count))
     first, stop = task_index * num_shards // num_tasks, (task_index + 1) * num_shards // num_tasks
     _clear_split(split_dir, range(first, stop))
-    seq: Sequence[Any] = samples if isinstance(samples, Sequence) else list(samples)  # type: ignore[arg-type]
+    seq: Sequence[Any] = samples if isinstance(samples, Sequence) else list(samples)
     infos = []
     with Progress((min(total, stop * max_count) - first * max_count), f"shards {split} task {task_index}", enabled=show) as bar:
         for k in range(first, stop):

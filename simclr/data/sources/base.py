@@ -61,7 +61,13 @@ class _Slice(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self._rng)
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Sample]: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | Sequence[Sample]:
         if isinstance(i, slice):
             return _Slice(self._src, self._rng[i])
         return self._src[self._rng[i]]
