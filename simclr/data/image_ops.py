@@ -94,7 +94,9 @@ def jitter_linear(
     if not need_luma:
         return x.mul_(a[:, None, None, None]).clamp_(0.0, 1.0)
     gray = luma(x)
-    mean = gray.mean(dim=(1, 2, 3))
+    # Row sums in float32 (each row summed by one thread), then float64 over rows: the mean does not depend
+    # on how many threads share the work, so a view is bitwise the same in a worker and in the main process.
+    mean = gray.sum(dim=3).double().sum(dim=(1, 2)).div_(gray.shape[2] * gray.shape[3]).to(dt)
     shift = torch.where(is_con, (1 - contrast) * mean, torch.zeros_like(one))
     if x.shape[1] == 3:
         # Saturation of a gray image is the identity, so only RGB batches get the luma blend.

@@ -104,6 +104,21 @@ def test_batched_views_do_not_depend_on_batch_composition(rgb_images) -> None:
     torch.testing.assert_close(as_list, whole, atol=1e-5, rtol=0)
 
 
+def test_batched_views_do_not_depend_on_the_thread_count(rgb_images) -> None:
+    imgs = _uint8(rgb_images(64, 40, 40, seed=6))
+    seeds = torch.arange(64) * 104729
+    aug = BatchedSimCLRAugment(32, strength=1.0, blur=True)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = aug(imgs, seeds)
+        torch.set_num_threads(2)
+        two = aug(imgs, seeds)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batched_path_on_cuda_matches_cpu(rgb_images) -> None:
     imgs = _uint8(rgb_images(16, 40, 40, seed=4))
