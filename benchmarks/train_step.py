@@ -1,6 +1,7 @@
 """SimCLR training-step throughput on CPU: this library vs the `lightly` package, side by side.
 
-    python -m benchmarks.train_step [--width 0.25] [--batch 256] [--rounds 6] [--steps 3] [--quick]
+    python -m benchmarks.train_step [--width 0.25] [--batch 256] [--rounds 6] [--steps 3]
+                                    [--extra-width 1.0] [--device cuda --amp bfloat16] [--quick]
 
 One step = both views of ``batch`` images (32 px) through a CIFAR-stem ResNet-18, the 3-layer
 projection head (hidden = feature width, 128 out), NT-Xent (tau 0.5) and a LARS update. Images/s
@@ -16,7 +17,7 @@ same fixed random tensors.
 
 Both run in the same process, with the same threads (2 by default) and the same allocator:
 the script re-executes itself with tcmalloc preloaded when it is installed (Debian
-``libtcmalloc-minimal4``), which both sides then use. The two sides alternate in rounds so that
+``libtcmalloc-minimal4``), else with glibc's large-block tunables (``--allocator`` chooses). The two sides alternate in rounds so that
 the load of a shared machine hits both alike; the headline is the ratio of median step times,
 the best-step ratio is recorded too. Writes benchmarks/results/train_step.json
 (``--quick``: a few small steps, written to train_step_quick.json, for the smoke test).
@@ -33,18 +34,34 @@ from pathlib import Path
 from typing import Any, Callable
 
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-_REEXEC_MARK = "SIMCLR_BENCH_REEXEC"
+# glibc serves blocks above M_MMAP_THRESHOLD (dynamic, at most 32 MiB) with fresh mmaps whose pages
+# fault in on first touch: a [512, 16, 32, 32] float32 activation is 32 MiB, so every step would
+# page-fault its activations in again. These settings keep such blocks in the heap.
+GLIBC_TUNED = {
+    "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+}
+_REEXEC_MARK = "SIMCLR_BENCH_ALLOCATOR"
 
 
-def _maybe_reexec_with_tcmalloc(disabled: bool) -> str:
-    """Re-run this command with tcmalloc preloaded (once); return the allocator in use."""
-    if "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
-        return "tcmalloc"
-    if disabled or os.environ.get(_REEXEC_MARK) or not Path(TCMALLOC).exists():
-        return "glibc malloc"
+def _allocator(choice: str) -> str:
+    """Re-run this command (once) with the chosen allocator set up; return its description.
+
+    auto: tcmalloc if installed, else tuned glibc. Both sides of the comparison share it.
+    """
+    if os.environ.get(_REEXEC_MARK):
+        return os.environ[_REEXEC_MARK]
+    if choice == "auto":
+        choice = "tcmalloc" if Path(TCMALLOC).exists() else "glibc-tuned"
     env = dict(os.environ)
-    env["LD_PRELOAD"] = (TCMALLOC + " " + env.get("LD_PRELOAD", "")).strip()
-    env[_REEXEC_MARK] = "1"
+    if choice == "tcmalloc":
+        if not Path(TCMALLOC).exists():
+            raise SystemExit(f"--allocator tcmalloc: {TCMALLOC} not found (Debian: libtcmalloc-minimal4)")
+        env["LD_PRELOAD"] = (TCMALLOC + " " + env.get("LD_PRELOAD", "")).strip()
+    elif choice == "glibc-tuned":
+        env.update(GLIBC_TUNED)
+    env[_REEXEC_MARK] = choice
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "benchmarks.train_step", *sys.argv[1:]], env)
     raise AssertionError("unreachable")
@@ -141,6 +158,34 @@ def _measure(
     return times
 
 
+def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Build both sides at ``width`` and time them; images/s (median and best) per side."""
+    tau = 0.5  # official CIFAR-10 setting
+    sides: dict[str, Callable[[], float]] = {
+        "ours": _ours(width, args.batch, args.size, tau, args.compile, args.device, args.amp)
+    }
+    result: dict[str, Any] = {"width": width, "lightly_version": None, "lightly_error": None}
+    try:
+        import lightly
+
+        result["lightly_version"] = lightly.__version__
+        sides["lightly"] = _lightly(width, args.batch, args.size, tau, args.device, args.amp)
+    except ImportError as e:  # the test suite's fresh venv need not have it
+        result["lightly_error"] = f"lightly not importable: {e}"
+    times = _measure(sides, rounds, steps, warmup)
+    imgs = 2 * args.batch
+    for k, v in times.items():
+        result[f"{k}_median"] = imgs / statistics.median(v)
+        result[f"{k}_best"] = imgs / min(v)
+        result[f"{k}_steps"] = len(v)
+        print(
+            f"width {width:<5} {k:8s} median {result[f'{k}_median']:8.1f} img/s   "
+            f"best {result[f'{k}_best']:8.1f} img/s   ({len(v)} steps)",
+            flush=True,
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=float, default=0.25, help="ResNet width multiplier (0.25: base width 16)")
@@ -150,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--extra-width", type=float, default=None,
+                    help="also time this width (e.g. 1.0), 3 rounds of 1 step, recorded under 'extra'")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model (slow to start)")
-    ap.add_argument("--no-tcmalloc", action="store_true", help="keep the default allocator")
+    ap.add_argument("--allocator", default="auto", choices=["auto", "tcmalloc", "glibc-tuned", "glibc"],
+                    help="auto: tcmalloc if installed, else glibc with large-block tunables")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", default="none", choices=["none", "bfloat16", "float16"], help="autocast dtype")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny batch, few steps")
@@ -160,45 +208,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batch, args.rounds, args.steps, args.warmup = 16, 1, 1, 1
 
-    allocator = _maybe_reexec_with_tcmalloc(args.no_tcmalloc)
+    allocator = _allocator(args.allocator)
 
     import torch
 
     from benchmarks._result import write_result
 
     torch.set_num_threads(args.threads)
-    tau = 0.5  # official CIFAR-10 setting
-    sides: dict[str, Callable[[], float]] = {
-        "ours": _ours(args.width, args.batch, args.size, tau, args.compile, args.device, args.amp)
-    }
-    lightly_version: str | None = None
-    lightly_error: str | None = None
-    try:
-        import lightly
-
-        lightly_version = lightly.__version__
-        sides["lightly"] = _lightly(args.width, args.batch, args.size, tau, args.device, args.amp)
-    except ImportError as e:  # the test suite's fresh venv need not have it
-        lightly_error = f"lightly not importable: {e}"
-
-    times = _measure(sides, args.rounds, args.steps, args.warmup)
-    imgs = 2 * args.batch
-    median = {k: imgs / statistics.median(v) for k, v in times.items()}
-    best = {k: imgs / min(v) for k, v in times.items()}
-    for k in times:
-        print(f"{k:8s} median {median[k]:8.1f} img/s   best {best[k]:8.1f} img/s   ({len(times[k])} steps)")
-    has_base = "lightly" in times
+    main_res = _measure_pair(args, args.width, args.rounds, args.steps, args.warmup)
+    extra = None
+    if args.extra_width is not None:
+        r = _measure_pair(args, args.extra_width, rounds=3, steps=1, warmup=1)
+        extra = {
+            "width": r["width"],
+            "value": round(r["ours_median"], 1),
+            "baseline_value": round(r["lightly_median"], 1) if "lightly_median" in r else None,
+            "ratio": round(r["ours_median"] / r["lightly_median"], 3) if "lightly_median" in r else None,
+            "ratio_best": round(r["ours_best"] / r["lightly_best"], 3) if "lightly_best" in r else None,
+            "timed_steps": r["ours_steps"],
+        }
+    has_base = "lightly_median" in main_res
     name = args.name or ("train_step_quick" if args.quick else "train_step")
     out = write_result(
         name,
-        value=round(median["ours"], 1),
+        value=round(main_res["ours_median"], 1),
         unit="images/s",
-        baseline=f"lightly {lightly_version} SimCLR recipe" if has_base else "lightly (not installed)",
-        baseline_value=round(median["lightly"], 1) if has_base else None,
+        baseline=f"lightly {main_res['lightly_version']} SimCLR recipe" if has_base else "lightly (not installed)",
+        baseline_value=round(main_res["lightly_median"], 1) if has_base else None,
         goal=">= 1.3x lightly (images/s, same model width, batch, loss, optimizer)",
-        ratio_best=round(best["ours"] / best["lightly"], 3) if has_base else None,
-        value_best=round(best["ours"], 1),
-        baseline_value_best=round(best["lightly"], 1) if has_base else None,
+        ratio_best=round(main_res["ours_best"] / main_res["lightly_best"], 3) if has_base else None,
+        value_best=round(main_res["ours_best"], 1),
+        baseline_value_best=round(main_res["lightly_best"], 1) if has_base else None,
         model=f"ResNet-18 CIFAR stem, width {args.width}, 3-layer head -> 128",
         batch=args.batch,
         image_size=args.size,
@@ -208,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         compiled=args.compile,
         device=args.device,
         amp=args.amp,
-        timed_steps=len(times["ours"]),
+        timed_steps=main_res["ours_steps"],
         torch=torch.__version__,
-        lightly=lightly_version,
-        lightly_error=lightly_error,
+        lightly=main_res["lightly_version"],
+        lightly_error=main_res["lightly_error"],
+        extra=extra,
         quick=args.quick,
     )
     print(f"wrote {out}")
