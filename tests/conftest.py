@@ -70,3 +70,23 @@ def _cluster_gate(request: pytest.FixtureRequest) -> None:
     """Gives every ``cluster``-marked test the ``slurm_cluster`` check, whether it asks for it or not."""
     if request.node.get_closest_marker("cluster") is not None:
         request.getfixturevalue("slurm_cluster")
+
+
+# ---- data: a tiny real data set for the stage, job and benchmark tests ------------------------------------
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 train + 100 test real Fashion-MNIST images (28x28 gray), shards of 64; fractions 10% and 50%."""
+    from simclr.data.fractions import write_label_fractions
+    from simclr.data.shards import write_shards
+    from simclr.data.sources import array_samples
+    from simclr.data.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+
+    if not (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (make setup does it)")
+    src = fashion_mnist_samples("test")
+    root = tmp_path_factory.mktemp("fmnist_tiny")
+    names = list(src.class_names)
+    write_shards(array_samples(src.images[:240], src.labels[:240], names, key_prefix="tr"), root, split="train", max_count=64)
+    write_shards(array_samples(src.images[240:340], src.labels[240:340], names, key_prefix="te"), root, split="test", max_count=64)
+    write_label_fractions(root, fractions=(0.1, 0.5), seed=0)
+    return root

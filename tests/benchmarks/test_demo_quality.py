@@ -1,0 +1,26 @@
+"""benchmarks.demo_quality runs end to end (tiny, --quick) and writes every field issue 8 asks for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import benchmarks._result as result
+from benchmarks import demo_quality
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_fields(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
+    code = demo_quality.main(["--quick", "--seeds", "0", "--data-root", str(tiny_root), "--work", str(tmp_path / "w"),
+                              "--threads", "1"])
+    assert code == 0
+    rec = json.loads((tmp_path / "results" / "demo_quality_quick.json").read_text())
+    for key in ("name", "value", "unit", "baseline", "baseline_value", "ratio", "goal", "date", "machine",
+                "supervised_1pct", "finetune_1pct", "teacher_1pct", "distill_1pct", "seeds"):
+        assert key in rec, key
+    assert rec["seeds"] == [0]
+    assert rec["value"] == pytest.approx(rec["distill_1pct"] - rec["supervised_1pct"], abs=0.01)
+    assert all(0 <= rec[k] <= 100 for k in ("supervised_1pct", "finetune_1pct", "distill_1pct"))
