@@ -78,7 +78,7 @@ def _ours(
 
     torch.manual_seed(0)
     model = build_simclr_model(depth=18, width=width, cifar_stem=True, num_proj_layers=3, proj_out_dim=128)
-    model = model.to(device=device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     opt = LARS(param_groups_for_lars(model, weight_decay=1e-6), lr=0.3, momentum=0.9, weight_decay=1e-6)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2 * batch, 3, size, size, generator=g)
@@ -91,19 +91,19 @@ def _ours(
             z = fwd(x)["proj"]
         loss, _, _ = nt_xent(z[:batch], z[batch:], tau)  # float32 inside
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
-        return loss.detach().item()
+        return float(loss.detach().item())
 
     return step
 
 
 def _lightly(width: float, batch: int, size: int, tau: float, device: str, amp: str) -> Callable[[], float]:
     import torch
-    from lightly.loss import NTXentLoss
-    from lightly.models import ResNetGenerator
-    from lightly.models.modules import SimCLRProjectionHead
-    from lightly.utils.lars import LARS as LightlyLARS
+    from lightly.loss import NTXentLoss  # type: ignore[import-untyped]
+    from lightly.models import ResNetGenerator  # type: ignore[import-untyped]
+    from lightly.models.modules import SimCLRProjectionHead  # type: ignore[import-untyped]
+    from lightly.utils.lars import LARS as LightlyLARS  # type: ignore[import-untyped]
 
     torch.manual_seed(0)
     resnet = ResNetGenerator("resnet-18", width=width)
@@ -126,7 +126,7 @@ def _lightly(width: float, batch: int, size: int, tau: float, device: str, amp: 
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return loss.detach().item()
+        return float(loss.detach().item())
 
     return step
 
@@ -166,7 +166,7 @@ def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: in
     }
     result: dict[str, Any] = {"width": width, "lightly_version": None, "lightly_error": None}
     try:
-        import lightly
+        import lightly  # type: ignore[import-untyped]
 
         result["lightly_version"] = lightly.__version__
         sides["lightly"] = _lightly(width, args.batch, args.size, tau, args.device, args.amp)

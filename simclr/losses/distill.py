@@ -11,7 +11,6 @@ learning rate tuned at T = 1 stays valid. The paper's alpha is ``1 - label_weigh
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -50,7 +50,7 @@ class LinearBN(nn.Module):
         nn.init.normal_(self.linear.weight, std=_HEAD_INIT_STD)
         self.bn = nn.BatchNorm1d(out_dim, eps=1e-5, momentum=0.1)
         if not center:
-            self.bn.bias = None  # scale (gamma) only, like TF's BatchNormalization(center=False)
+            self.bn.register_parameter("bias", None)  # gamma only, like TF's BN(center=False)
         self.relu = relu
         self.out_dim = out_dim
 
@@ -150,4 +150,5 @@ class LinearProbe(nn.Module):
         self.fc = SupervisedHead(in_dim, num_classes)
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.fc(h.detach())
+        logits: Tensor = self.fc(h.detach())
+        return logits

@@ -145,7 +145,7 @@ class SelectiveKernelConv(nn.Module):
         b, _, h, w = x.shape
         streams = x.view(b, 2, self.filters, h, w)  # TF splits the channel axis: first half = stream 0
         pooled = streams.sum(1).mean((2, 3), keepdim=True)  # [B, filters, 1, 1]
-        mixing = self.fc2(F.relu(self.fc_bn(self.fc1(pooled))))
+        mixing: Tensor = self.fc2(F.relu(self.fc_bn(self.fc1(pooled))))
         mixing = mixing.view(b, 2, self.filters, 1, 1).softmax(dim=1)
         return (streams * mixing).sum(1)
 

@@ -115,13 +115,17 @@ class Classifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Backbone features [B, backbone.out_dim] (no gradient when frozen)."""
+        h: Tensor
         if self.freeze_backbone:
             with torch.no_grad():
-                return self.backbone(x)
-        return self.backbone(x)
+                h = self.backbone(x)
+        else:
+            h = self.backbone(x)
+        return h
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.neck(self.features(x)))
+        logits: Tensor = self.fc(self.neck(self.features(x)))
+        return logits
 
 
 def build_simclr_model(

@@ -71,7 +71,7 @@ class SyncBatchNorm(_BatchNorm):
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
         with torch.no_grad():
             assert self.running_mean is not None and self.running_var is not None
-            self.num_batches_tracked.add_(1)  # type: ignore[union-attr,operator]
+            self.num_batches_tracked.add_(1)  # type: ignore[union-attr]
             unbiased = var * (n / (n - 1).clamp_min(1.0))
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
@@ -82,7 +82,8 @@ class SyncBatchNorm(_BatchNorm):
         shift = -mean * scale
         if self.bias is not None:
             shift = shift + self.bias
-        return (x * scale.view(shape) + shift.view(shape)).to(input.dtype)
+        out: Tensor = x * scale.view(shape) + shift.view(shape)
+        return out.to(input.dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

@@ -87,7 +87,7 @@ class LARS(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             if wd != 0:
-                grads = torch._foreach_add(grads, params, alpha=wd)  # new tensors; .grad untouched
+                grads = list(torch._foreach_add(grads, params, alpha=wd))  # new; .grad untouched
             if group["exclude_from_adaptation"]:
                 steps = torch._foreach_mul(grads, lr)
             else:
