@@ -53,7 +53,7 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torch's name
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if input.is_cuda and distributed and self.training:
-            return nn.SyncBatchNorm.forward(self, input)  # type: ignore[arg-type]
+            return self._cuda_forward(input)
         if not (self.training and distributed):
             return super().forward(input)
         self._check_input_dim(input)
@@ -84,6 +84,25 @@ class SyncBatchNorm(_BatchNorm):
             shift = shift + self.bias
         out: Tensor = x * scale.view(shape) + shift.view(shape)
         return out.to(input.dtype)
+
+
+    def _cuda_forward(self, input: Tensor) -> Tensor:  # noqa: A002
+        """torch's fused CUDA kernels, called as ``nn.SyncBatchNorm.forward`` calls them (whose other
+        methods a non-subclass lacks)."""
+        from torch.nn.modules._functions import SyncBatchNorm as _SyncBatchNormFn
+
+        self._check_input_dim(input)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as torch
+                momentum = 1.0 / float(self.num_batches_tracked)
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        out: Tensor = _SyncBatchNormFn.apply(
+            input, self.weight, self.bias, self.running_mean, self.running_var, self.eps, momentum,
+            group, dist.get_world_size(group),
+        )  # fmt: skip
+        return out
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

@@ -100,7 +100,9 @@ def test_shape_mismatch_is_rejected() -> None:
 # ---------------------------------------------------------------- 2 ranks == 1 process
 
 
-def _worker(rank: int, port: int, out_dir: str, z1: torch.Tensor, z2: torch.Tensor, tau: float) -> None:
+def _worker(
+    rank: int, port: int, out_dir: str, z1: torch.Tensor, z2: torch.Tensor, tau: float, device: str
+) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
@@ -108,29 +110,38 @@ def _worker(rank: int, port: int, out_dir: str, z1: torch.Tensor, z2: torch.Tens
     try:
         b = z1.shape[0] // 2
         # A tiny "network" whose parameters every rank shares, as under DDP.
-        w = torch.nn.Parameter(torch.eye(z1.shape[1]) + 0.1)
-        mine1 = z1[rank * b : (rank + 1) * b] @ w
-        mine2 = z2[rank * b : (rank + 1) * b] @ w
+        w = torch.nn.Parameter(torch.eye(z1.shape[1], device=device) + 0.1)
+        mine1 = z1[rank * b : (rank + 1) * b].to(device) @ w
+        mine2 = z2[rank * b : (rank + 1) * b].to(device) @ w
         loss, logits, labels = nt_xent(mine1, mine2, tau)
         loss.backward()
         assert w.grad is not None
         grad = w.grad.clone()
         torch.distributed.all_reduce(grad)
         grad /= 2  # DDP's gradient averaging
-        torch.save({"loss": dist.all_reduce_mean(loss.detach()), "grad": grad, "logits": logits.detach(),
-                    "labels": labels}, Path(out_dir) / f"{rank}.pt")  # fmt: skip
+        torch.save({"loss": dist.all_reduce_mean(loss.detach()).cpu(), "grad": grad.cpu(),
+                    "logits": logits.detach().cpu(), "labels": labels.cpu()},
+                   Path(out_dir) / f"{rank}.pt")  # fmt: skip
     finally:
         dist.cleanup()
 
 
+DEVICES = [
+    "cpu",
+    # gloo with CUDA tensors, both ranks on one GPU: the gather's autograd on device tensors
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+
+
 @pytest.mark.slow
-def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path: Path, device: str) -> None:
     torch.manual_seed(0)
     z1, z2, tau = torch.randn(8, 5), torch.randn(8, 5), 0.3
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(tmp_path), z1, z2, tau), nprocs=2, join=True)
+    mp.spawn(_worker, args=(port, str(tmp_path), z1, z2, tau, device), nprocs=2, join=True)
 
     w = torch.nn.Parameter(torch.eye(5) + 0.1)
     loss, logits, labels = nt_xent(z1 @ w, z2 @ w, tau)

@@ -49,14 +49,15 @@ def _net_like(state: dict[str, torch.Tensor]) -> nn.Module:
     return net
 
 
-def _worker(rank: int, port: int, out_dir: str, x: torch.Tensor, state: dict) -> None:
+def _worker(rank: int, port: int, out_dir: str, x: torch.Tensor, state: dict, device: str) -> None:
     torch.set_num_threads(1)
+    torch.backends.cudnn.allow_tf32 = False  # compare with the float32 CPU reference
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
     dist.init_distributed(backend="gloo", timeout_s=60)
     try:
-        net = dist.convert_sync_bn(_net_like(state))
-        mine = x[rank * 3 : rank * 3 + 3].clone().requires_grad_(True)
+        net = dist.convert_sync_bn(_net_like(state)).to(device)
+        mine = x[rank * 3 : rank * 3 + 3].clone().to(device).requires_grad_(True)
         z, _ = net(mine)
         # the ranks' losses add up to the global-batch loss; summing their parameter gradients
         # then gives its gradient (DDP averages instead, with losses that are local means)
@@ -64,14 +65,24 @@ def _worker(rank: int, port: int, out_dir: str, x: torch.Tensor, state: dict) ->
         grads = {k: p.grad.clone() for k, p in net.named_parameters()}
         for g in grads.values():
             torch.distributed.all_reduce(g)
-        torch.save({"z": z.detach(), "x_grad": mine.grad, "grads": grads,
-                    "buffers": dict(net.named_buffers())}, Path(out_dir) / f"{rank}.pt")  # fmt: skip
+        cpu = {k: v.cpu() for k, v in grads.items()}
+        torch.save({"z": z.detach().cpu(), "x_grad": mine.grad.cpu(), "grads": cpu,
+                    "buffers": {k: b.cpu() for k, b in net.named_buffers()}},
+                   Path(out_dir) / f"{rank}.pt")  # fmt: skip
     finally:
         dist.cleanup()
 
 
+DEVICES = [
+    "cpu",
+    # gloo with CUDA tensors, both ranks on one GPU: exercises torch's CUDA SyncBatchNorm path
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+
+
 @pytest.mark.slow
-def test_two_ranks_equal_global_batch_norm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_ranks_equal_global_batch_norm(tmp_path: Path, device: str) -> None:
     net = _net()
     net(torch.randn(2, 3, 5, 5))
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -80,7 +91,7 @@ def test_two_ranks_equal_global_batch_norm(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(port, str(tmp_path), x, state), nprocs=2, join=True)
+    mp.spawn(_worker, args=(port, str(tmp_path), x, state, device), nprocs=2, join=True)
 
     ref = _net_like(state)
     xr = x.clone().requires_grad_(True)
