@@ -151,8 +151,12 @@ def fit(
     if settings.compile:
         module = torch.compile(module)  # type: ignore[assignment]
 
+    saved_step = step if loaded is not None else -1
+
     def save(at_step: int, at_epoch: int, at_batch: int) -> None:
         # Every rank must agree on the state; only rank 0 writes.
+        nonlocal saved_step
+        saved_step = at_step
         if dist.rank() == 0:
             ckpt.save_checkpoint(
                 run.checkpoints,
@@ -226,7 +230,9 @@ def fit(
         final = {k: float(v) for k, v in final_eval(model).items()}
         run.log(step=step, epoch=epoch, split="test", values=final)
     # The last checkpoint is the trained model that downstream stages load.
-    if not ckpt.list_checkpoints(run.checkpoints) or ckpt.list_checkpoints(run.checkpoints)[-1] != ckpt.checkpoint_path(run.checkpoints, step):
+    # Decided from state every rank shares (never from the folder, which rank 0 may be writing right now):
+    # a rank that skipped this collective save would leave the others waiting in its barrier.
+    if saved_step != step:
         save(step, epoch, batch_in_epoch)
     status = run.write_status(
         "done",
