@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from simclr.data.augment_params import (
+    AugmentSettings,
     BRIGHTNESS,
     CONTRAST,
     HUE,
@@ -72,7 +73,7 @@ def _hue_pil(img: Image.Image, delta: float) -> Image.Image:
     return Image.merge("HSV", (Image.fromarray(a, "L"), s, v)).convert("RGB")
 
 
-class SimCLRAugment:
+class SimCLRAugment(AugmentSettings):
     """The per-sample SimCLR view: ``aug(img, seed) -> float Tensor[out_channels, size, size]`` in [0, 1].
 
     Random resized crop (area ``min_area``-1, aspect 3/4-4/3) -> flip -> colour jitter (p 0.8, strength s,
@@ -87,30 +88,6 @@ class SimCLRAugment:
         out_channels: 3 (gray images repeated) or 1.
         color: colour jitter and grayscale on/off.
     """
-
-    def __init__(
-        self,
-        size: int,
-        strength: float = 1.0,
-        blur: bool | None = None,
-        min_area: float = 0.08,
-        out_channels: int = 3,
-        color: bool = True,
-    ) -> None:
-        check_output(size, out_channels)
-        sample_view_params(np.zeros(1, np.int64), (1, 1), strength=strength, min_area=min_area)  # validates
-        self.size = size
-        self.strength = float(strength)
-        self.blur = auto_blur(size, blur)
-        self.min_area = float(min_area)
-        self.out_channels = out_channels
-        self.color = bool(color)
-
-    def __repr__(self) -> str:
-        return (
-            f"SimCLRAugment(size={self.size}, strength={self.strength}, blur={self.blur}, "
-            f"min_area={self.min_area}, out_channels={self.out_channels}, color={self.color})"
-        )
 
     def __call__(self, img: Image.Image, seed: int) -> torch.Tensor:
         img = normalize_mode(img)

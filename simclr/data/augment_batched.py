@@ -16,13 +16,12 @@ import numpy.typing as npt
 import torch
 
 from simclr.data.augment_params import (
+    AugmentSettings,
     CONTRAST,
     HUE,
     SATURATION,
     ViewParams,
-    auto_blur,
     blur_radius,
-    check_output,
     sample_view_params,
 )
 from simclr.data.image_ops import crop_resize, gaussian_blur, hue_shift, jitter_linear, luma, to_channels
@@ -38,7 +37,7 @@ def _seeds_numpy(seeds: torch.Tensor | npt.ArrayLike, n: int) -> npt.NDArray[np.
     return s.astype(np.int64)
 
 
-class BatchedSimCLRAugment:
+class BatchedSimCLRAugment(AugmentSettings):
     """``aug(images, seeds) -> float Tensor[B, out_channels, size, size]`` in [0, 1], on ``images.device``.
 
     Args:
@@ -50,30 +49,6 @@ class BatchedSimCLRAugment:
     not on the batch it came in. Gray inputs stay one channel until the end (saturation, hue and grayscale are
     identities on them) and are repeated to ``out_channels`` last.
     """
-
-    def __init__(
-        self,
-        size: int,
-        strength: float = 1.0,
-        blur: bool | None = None,
-        min_area: float = 0.08,
-        out_channels: int = 3,
-        color: bool = True,
-    ) -> None:
-        check_output(size, out_channels)
-        sample_view_params(np.zeros(1, np.int64), (1, 1), strength=strength, min_area=min_area)  # validates
-        self.size = size
-        self.strength = float(strength)
-        self.blur = auto_blur(size, blur)
-        self.min_area = float(min_area)
-        self.out_channels = out_channels
-        self.color = bool(color)
-
-    def __repr__(self) -> str:
-        return (
-            f"BatchedSimCLRAugment(size={self.size}, strength={self.strength}, blur={self.blur}, "
-            f"min_area={self.min_area}, out_channels={self.out_channels}, color={self.color})"
-        )
 
     def params(self, seeds: npt.ArrayLike, src_hw: npt.ArrayLike) -> ViewParams:
         """The parameters this transform draws for ``seeds`` on images of ``src_hw`` (``[B, 2]``)."""

@@ -169,3 +169,36 @@ def check_output(size: int, out_channels: int) -> None:
         raise ValueError(f"size must be a positive int, got {size!r}")
     if out_channels not in (1, 3):
         raise ValueError(f"out_channels must be 1 or 3, got {out_channels!r}")
+
+
+class AugmentSettings:
+    """The settings both SimCLR augmentation paths share (per-sample PIL and batched tensor), validated once.
+
+    size: output side in pixels; strength: colour-jitter strength s; blur: Gaussian blur on/off (None = on
+    for size > 64: official ImageNet yes, CIFAR no); min_area: smallest crop area fraction; out_channels: 3
+    (gray images repeated) or 1; color: colour jitter and grayscale on/off.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        strength: float = 1.0,
+        blur: bool | None = None,
+        min_area: float = 0.08,
+        out_channels: int = 3,
+        color: bool = True,
+    ) -> None:
+        check_output(size, out_channels)
+        sample_view_params(np.zeros(1, np.int64), (1, 1), strength=strength, min_area=min_area)  # validates
+        self.size = size
+        self.strength = float(strength)
+        self.blur = auto_blur(size, blur)
+        self.min_area = float(min_area)
+        self.out_channels = out_channels
+        self.color = bool(color)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(size={self.size}, strength={self.strength}, blur={self.blur}, "
+            f"min_area={self.min_area}, out_channels={self.out_channels}, color={self.color})"
+        )
