@@ -91,3 +91,28 @@ def test_a_killed_rank_makes_the_other_fail_within_the_timeout(tiny_root: Path, 
     assert time.time() - t0 < 120
     status = json.loads((tmp_path / "dead" / "status.json").read_text())
     assert status["state"] == "failed" and status["reason"]
+
+
+@pytest.mark.cluster
+def test_the_same_two_rank_run_as_a_two_node_slurm_job(tiny_root: Path, tmp_path: Path) -> None:
+    """The 2-rank pretrain of the first test, now as ONE task on 2 emulated nodes of the local cluster
+    (submitit's environment -> gloo), equals the 1-process run on the same global batch."""
+    import dataclasses
+
+    from jobs.cluster import load_profile, make_executor
+    from jobs.launch import StageTask
+
+    one = compose("pretrain", [f"run_dir={tmp_path / 'one'}", f"data.root={tiny_root}", *TINY])
+    assert run_stage(one)["state"] == "done"
+    two = to_dict(compose("pretrain", [f"run_dir={tmp_path / 'two'}", f"data.root={tiny_root}", *TINY]))
+    profile = dataclasses.replace(load_profile("local"), nodes=2, tasks_per_node=1, time_min=15, signal_delay_s=30)
+    job = make_executor(profile, tmp_path / "submitit" / "%j", job_name="ddp-2node").submit(StageTask(two))
+    deadline = time.time() + 300
+    while not job.done() and time.time() < deadline:
+        time.sleep(2)
+    assert job.done(), "the 2-node job did not finish in 5 minutes"
+    results = job.results()
+    assert [r["state"] for r in results] == ["done", "done"]
+    status = json.loads((tmp_path / "two" / "status.json").read_text())
+    assert status["world_size"] == 2
+    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4, abs=1e-4)
