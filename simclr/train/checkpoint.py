@@ -65,7 +65,7 @@ def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") ->
 
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop touches, as checkpointable values (numpy/python states as tensors/lists)."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

@@ -17,7 +17,7 @@ Batch = dict[str, Any]
 
 
 def _images(batch: Batch, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = batch["image"].to(device, non_blocking=True)
+    x: torch.Tensor = batch["image"].to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

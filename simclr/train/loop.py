@@ -194,7 +194,7 @@ def fit(
             with amp_ctx:
                 loss, metrics = step_fn(module, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             step += 1
             batch_in_epoch += 1

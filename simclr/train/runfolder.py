@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from simclr.train.atomic import atomic_write_json, atomic_write_text
 
@@ -54,14 +54,16 @@ class RunFolder:
 
     def read_config(self) -> dict[str, Any]:
         with open(self.path / "config.json") as f:
-            return json.load(f)
+            config: dict[str, Any] = json.load(f)
+        return config
 
     # ---- status ------------------------------------------------------------------------------
     def read_status(self) -> dict[str, Any] | None:
         """The final status record, or None when the run has not finished."""
         try:
             with open(self.status_path) as f:
-                return json.load(f)
+                status: dict[str, Any] = json.load(f)
+            return status
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
@@ -91,7 +93,8 @@ class RunFolder:
     def read_progress(self) -> dict[str, Any]:
         try:
             with open(self.progress_path) as f:
-                return json.load(f)
+                progress: dict[str, Any] = json.load(f)
+            return progress
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
