@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from simclr.train.atomic import atomic_write_json, atomic_write_text
 
