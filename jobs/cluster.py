@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from jobs.structured import merge_onto
 
 EXECUTORS = ("slurm", "local")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -130,18 +131,7 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
 
 def profile_from_dict(data: dict[str, Any]) -> ClusterProfile:
     """Merge a (partial) dict onto the defaults; unknown keys or ill-typed values raise ValueError naming them."""
-    base = OmegaConf.structured(ClusterProfile)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.create(data))
-    except ConfigKeyError as e:
-        raise ValueError(f"cluster profile: unknown key '{e.full_key}'") from None
-    except ValidationError as e:
-        raise ValueError(f"cluster profile key '{e.full_key}': {e.msg}") from None
-    except OmegaConfBaseException as e:  # pragma: no cover - any other omegaconf complaint
-        raise ValueError(f"cluster profile: {e}") from None
-    obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, ClusterProfile)
-    return validate(obj)
+    return validate(merge_onto(ClusterProfile, data, label="cluster profile"))
 
 
 def profile_to_dict(profile: ClusterProfile) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from jobs.structured import merge_onto
 
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
@@ -199,21 +201,7 @@ def validate(cfg: StageConfig) -> StageConfig:
 
 def from_dict(data: dict[str, Any]) -> StageConfig:
     """Merge a plain (possibly partial) dict onto the defaults; unknown keys raise ConfigError naming them."""
-    base = OmegaConf.structured(StageConfig)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.create(data))
-    except ConfigKeyError as e:
-        raise ConfigError(f"unknown config key '{e.full_key}'") from None
-    except ValidationError as e:
-        raise ConfigError(f"config key '{e.full_key}': {e.msg}") from None
-    except OmegaConfBaseException as e:  # pragma: no cover - any other omegaconf complaint
-        raise ConfigError(str(e)) from None
-    try:
-        obj = OmegaConf.to_object(merged)
-    except MissingMandatoryValue as e:
-        raise ConfigError(f"config key '{e.full_key}' is required") from None
-    assert isinstance(obj, StageConfig)
-    return validate(obj)
+    return validate(merge_onto(StageConfig, data, label="config", error=ConfigError))
 
 
 def to_dict(cfg: StageConfig) -> dict[str, Any]:

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import OmegaConfBaseException
 
 from jobs.cluster import ClusterProfile, profile_from_dict, profile_to_dict
 from jobs.config import STAGES, StageConfig, from_dict, to_dict, validate
 from jobs.manifest import Task
+from jobs.structured import merge_onto
 from jobs.sweep_schema import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -117,16 +118,7 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
 
 def sweep_from_dict(data: dict[str, Any]) -> SweepConfig:
     """Merge onto the schema: unknown keys and ill-typed values raise SweepError naming the dotted key."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), OmegaConf.create(data))
-        obj = OmegaConf.to_object(merged)
-    except ConfigKeyError as e:
-        raise SweepError(f"sweep definition: unknown key '{e.full_key}'") from None
-    except ValidationError as e:
-        raise SweepError(f"sweep definition key '{e.full_key}': {e.msg}") from None
-    except OmegaConfBaseException as e:
-        raise SweepError(f"sweep definition: {e}") from None
-    assert isinstance(obj, SweepConfig)
+    obj = merge_onto(SweepConfig, data, label="sweep definition", error=SweepError)
     if obj.sweep_dir in ("", "???"):
         raise SweepError("sweep definition key 'sweep_dir': is required (the sweep folder)")
     # Re-validate the profile through its own checks (ValueError naming the key).
