@@ -6,7 +6,6 @@ that reads config sections and calls them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from simclr.models.resnet import ResNet
 from simclr.models.simclr import SimCLRModel
 from simclr.optim.lars import LARS, param_groups_for_lars
 from simclr.optim.schedule import WarmupCosine, scaled_lr
+from simclr.train.loop import LoopSettings, total_steps
 
 
 def backbone(cfg: StageConfig) -> ResNet:
@@ -29,11 +29,14 @@ def backbone(cfg: StageConfig) -> ResNet:
     return ResNet(depth=m.depth, width=m.width, sk_ratio=m.sk_ratio, cifar_stem=m.cifar_stem, in_channels=m.in_channels)
 
 
+def projection_head(cfg: StageConfig, in_dim: int) -> ProjectionHead:
+    return ProjectionHead(in_dim, num_layers=cfg.model.num_proj_layers, out_dim=cfg.model.proj_out_dim)
+
+
 def simclr_model(cfg: StageConfig, num_classes: int | None) -> SimCLRModel:
     """Backbone + projection head (+ online probe when ``num_classes``), as pretraining builds it."""
     net = backbone(cfg)
-    head = ProjectionHead(net.out_dim, num_layers=cfg.model.num_proj_layers, out_dim=cfg.model.proj_out_dim)
-    return SimCLRModel(net, head, num_classes)
+    return SimCLRModel(net, projection_head(cfg, net.out_dim), num_classes)
 
 
 def fraction_keys_file(data_root: str | Path, fraction: float, split: str = "train") -> Path | None:
@@ -108,8 +111,8 @@ def lr_schedule(cfg: StageConfig, total_steps: int, steps_per_epoch: int) -> Cal
 
 
 def steps(cfg: StageConfig, steps_per_epoch: int) -> int:
-    n = cfg.train.epochs * steps_per_epoch
-    return min(n, cfg.train.max_steps) if cfg.train.max_steps > 0 else n
+    """Optimizer steps of the run: the loop's own rule (epochs, capped by train.max_steps)."""
+    return total_steps(LoopSettings(epochs=cfg.train.epochs, max_steps=cfg.train.max_steps), steps_per_epoch)
 
 
 def device() -> torch.device:
@@ -120,6 +123,3 @@ def device() -> torch.device:
         return torch.device("cuda", idx)
     return torch.device("cpu")
 
-
-def epochs_for(total_steps: int, steps_per_epoch: int) -> int:
-    return math.ceil(total_steps / max(1, steps_per_epoch))

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from jobs import status as sweep_status
-from jobs.sweep import run_sweep
+from jobs.grid import compose_sweep
+from jobs.sweep import submit_sweep
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("SIMCLR_DATA_ROOT", Path.home() / ".cache/simclr-suite/data/fashion-mnist"))
 
@@ -76,12 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] data: Fashion-MNIST shards in {root}")
         prepare_data(root)
 
-    sub = run_sweep(args.sweep, overrides)
-    sweep_dir = Path(sub.sweep_dir) if getattr(sub, "sweep_dir", None) else None
-    if sweep_dir is None:
-        from jobs.grid import compose_sweep
-
-        sweep_dir = Path(compose_sweep(args.sweep, overrides).sweep_dir)
+    sweep = compose_sweep(args.sweep, overrides)
+    submit_sweep(sweep)
+    sweep_dir = Path(sweep.sweep_dir)
     if args.no_watch:
         print(f"[demo] queued; watch with: simclr-status {sweep_dir} --watch")
         return 0

@@ -29,7 +29,8 @@ def teacher_of(cfg: StageConfig, num_classes: int, device: torch.device) -> nn.M
     tcfg = from_dict(RunFolder(cfg.parent).read_config())
     if tcfg.stage not in ("finetune", "supervised", "distill"):
         raise ValueError(f"config key 'parent': a distill teacher must be a classifier run, got stage {tcfg.stage!r}")
-    teacher = Classifier(builders.backbone(tcfg), _neck(tcfg), num_classes)
+    net = builders.backbone(tcfg)
+    teacher = Classifier(net, _neck(tcfg, net.out_dim), num_classes)
     load_trained(cfg.parent, teacher)
     teacher.eval().requires_grad_(False).to(device)
     if cfg.train.channels_last:
@@ -37,9 +38,9 @@ def teacher_of(cfg: StageConfig, num_classes: int, device: torch.device) -> nn.M
     return teacher
 
 
-def _neck(tcfg: StageConfig) -> nn.Module:
+def _neck(tcfg: StageConfig, in_dim: int) -> nn.Module:
     if tcfg.stage == "finetune":
-        return builders.simclr_model(tcfg, None).head.truncated(tcfg.finetune.ft_proj_selector)
+        return builders.projection_head(tcfg, in_dim).truncated(tcfg.finetune.ft_proj_selector)
     return nn.Identity()
 
 
@@ -72,17 +73,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     cl = cfg.train.channels_last
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        res = classify(m, test_batches(), device, channels_last=cl)
-        agree = n = 0
-        with torch.no_grad():
-            for batch in test_batches():
-                x = batch["image"].to(device)
-                if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                agree += int((m(x).argmax(1) == teacher(x).argmax(1)).sum())
-                n += x.shape[0]
-        res["agreement"] = 100.0 * agree / max(1, n)
-        return res
+        return classify(m, test_batches(), device, channels_last=cl, reference=teacher)
 
     n_steps = builders.steps(cfg, len(train))
     return StageParts(

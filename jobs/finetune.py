@@ -49,7 +49,10 @@ def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool, freeze_b
                     f"config key 'model.{key}'={getattr(cfg.model, key)} differs from the parent run's "
                     f"{getattr(parent_cfg.model, key)} ({cfg.parent})"
                 )
-        full = load_trained(cfg.parent, builders.simclr_model(parent_cfg, None if not parent_cfg.pretrain.probe else _num_classes(parent_cfg)))
+        # The parent's online probe saw the same data set: it has ``num_classes`` outputs (a different data
+        # set shows up as a strict-load error naming the probe's shapes).
+        probe_classes = num_classes if parent_cfg.pretrain.probe else None
+        full = load_trained(cfg.parent, builders.simclr_model(parent_cfg, probe_classes))
         net, head = full.backbone, full.head
     else:
         net = builders.backbone(cfg)
@@ -58,10 +61,6 @@ def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool, freeze_b
     if head is None and cfg.finetune.ft_proj_selector != 0:
         raise ValueError("config key 'finetune.ft_proj_selector' must be 0 without a pretrained head (supervised)")
     return Classifier(net, neck, num_classes, freeze_backbone=freeze_backbone)
-
-
-def _num_classes(cfg: StageConfig) -> int:
-    return builders.loader(cfg, split=cfg.data.train_split, mode="eval", distributed=False, batch_size=2).num_classes
 
 
 def build_classifier_stage(

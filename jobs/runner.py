@@ -83,7 +83,8 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
             # The config is valid (checked above, before the folder is touched); what fails from here on
             # (missing data, a parent run that is not done, training errors) is recorded in status.json.
             parts: StageParts = stage.build(cfg, device)
-            run.write_config(to_dict(cfg))
+            resolved = to_dict(cfg)
+            run.write_config(resolved)
             result = fit(
                 run=run,
                 model=parts.model,
@@ -92,7 +93,7 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
                 lr_at=parts.lr_at,
                 step_fn=parts.step_fn,
                 settings=settings_of(cfg),
-                config=to_dict(cfg),
+                config=resolved,
                 device=device,
                 evaluators=parts.evaluators,
                 final_eval=parts.final_eval,

@@ -28,14 +28,20 @@ def classify(
     device: torch.device,
     *,
     channels_last: bool = True,
+    reference: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy in percent of ``model(images) -> logits[B, K]`` over ``batches``."""
-    correct1 = correct5 = total = 0
+    """Top-1 / top-5 accuracy in percent of ``model(images) -> logits[B, K]`` over ``batches``; with a
+    ``reference`` model (a distillation teacher) also ``agreement``: % of samples where both argmaxes agree.
+    Padded slots (label -1) count for nothing."""
+    correct1 = correct5 = total = agree = 0
     for batch in batches:
-        logits = model(_images(batch, device, channels_last)).float()
+        x = _images(batch, device, channels_last)
+        logits = model(x).float()
         y = batch["label"].to(device)
         keep = y >= 0
         logits, y = logits[keep], y[keep]
+        if reference is not None:
+            agree += int((reference(x).float()[keep].argmax(1) == logits.argmax(1)).sum())
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top == y[:, None]
@@ -44,7 +50,10 @@ def classify(
         total += int(y.numel())
     if total == 0:
         raise ValueError("evaluation loader yielded no labelled sample")
-    return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
+    res = {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
+    if reference is not None:
+        res["agreement"] = 100.0 * agree / total
+    return res
 
 
 @torch.no_grad()
