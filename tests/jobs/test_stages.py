@@ -110,12 +110,31 @@ def test_distillation_loss_decreases_and_student_follows_teacher(chain: dict[str
     rows = [m for m in metrics(chain["distill"]) if m["split"] == "train" and m["name"] == "distill_loss"]
     first, last = rows[0]["value"], rows[-1]["value"]
     assert last < first
-    from jobs.distill import build
+    from jobs.distill import build, teacher_of
 
-    parts = build(cfg_for("distill", tmp_path, tiny_root, "d0", parent=chain["finetune"]), torch.device("cpu"))
-    before = parts.final_eval(parts.model.eval())["agreement"]  # type: ignore[misc]
-    after = json.loads((chain["distill"] / "status.json").read_text())["final"]["test/agreement"]
-    assert after > before
+    # "Matches the teacher better": KL from the teacher's soft labels to the student on the images the student learned from, fresh student vs the distilled one. (Argmax agreement is
+    # no measure here: the tiny teacher predicts nearly one class, which a fresh student already matches ~80%.)
+    from simclr.losses.distill import distillation_loss
+
+    cfg = cfg_for("distill", tmp_path, tiny_root, "d0", parent=chain["finetune"])
+    parts = build(cfg, torch.device("cpu"))
+    images = builders.loader(cfg, split="train", mode="eval", distributed=False, batch_size=60)
+    t = teacher_of(cfg, images.num_classes, torch.device("cpu"))
+
+    @torch.no_grad()
+    def to_teacher(model: torch.nn.Module) -> float:
+        model.eval()
+        kl = []  # KL(teacher || student) = soft cross-entropy - teacher entropy (the part the student controls)
+        for b in images.epoch_iter(0):
+            tl = t(b["image"])
+            entropy = float(distillation_loss(tl, tl, cfg.distill.temperature))
+            kl.append(float(distillation_loss(model(b["image"]), tl, cfg.distill.temperature)) - entropy)
+        return sum(kl) / len(kl)
+
+    before = to_teacher(parts.model)
+    parts.model.load_state_dict(ckpt.load_latest(chain["distill"] / "checkpoints")[0]["model"])  # type: ignore[index]
+    after = to_teacher(parts.model)
+    assert after < 0.7 * before, (before, after)
 
 
 def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
