@@ -83,7 +83,7 @@ def test_tiny_sweep_end_to_end_cancel_resume_report(tiny_root: Path, tmp_path: P
     # The victim pretrains for 20 epochs (300 steps) so that it is still running when it is cancelled: with one
     # epoch it could finish between `status` saying RUNNING and scancel arriving (seen on a quiet machine).
     ov = _ov(sweep, tiny_root, "stages.pretrain.grid=[{axes:{model.num_proj_layers:[2]}},"
-                               "{axes:{model.num_proj_layers:[3]},overrides:[train.epochs=20]}]")
+                               "{axes:{model.num_proj_layers:[3]},overrides:['train.epochs=20']}]")
     sub = run_sweep("tiny", ov, printer=lambda *_: None)
     assert sorted(sub.arrays) == ["finetune", "pretrain"] and sub.sbatch_calls == 3  # 2 arrays + the report
     manifest = read_manifest(sweep)
