@@ -82,6 +82,7 @@ def loader(
         size=d.image_size,
         strength=d.strength,
         blur=d.blur,
+        min_area=d.min_crop_area,
         keys_file=keys_file,
         bad_sample_budget=d.bad_sample_budget,
         out_channels=cfg.model.in_channels,

@@ -21,6 +21,7 @@ from jobs.structured import merge_onto
 
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
+DISTILL_INITS = ("scratch", "pretrained")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class DataConfig:
     image_size: int = 32
     # Colour-jitter strength: the official code uses 1.0 for ImageNet and 0.5 for CIFAR-size images.
     strength: float = 0.5
+    # Smallest random-resized-crop area (fraction of the image): 0.08 in the paper (ImageNet); larger values keep
+    # more of a small image in each view.
+    min_crop_area: float = 0.08
     blur: bool | None = None
     num_workers: int = 0
     bad_sample_budget: int = 0
@@ -109,6 +113,9 @@ class DistillConfig:
 
     temperature: float = 1.0
     label_weight: float = 0.0  # weight of the true-label loss on the labelled subset
+    # Student start: "scratch" (random, as the paper) or "pretrained" (the backbone and kept head layers of the
+    # pretraining run the teacher was fine-tuned from; the student must then have that run's architecture).
+    init: str = "scratch"
 
 
 @dataclass
@@ -159,6 +166,7 @@ def validate(cfg: StageConfig) -> StageConfig:
     _require(d.root not in ("", "???"), "data.root", "is required (a folder made by jobs.shards)")
     _require(d.image_size >= 8, "data.image_size", f"must be >= 8, got {d.image_size}")
     _require(d.strength >= 0, "data.strength", f"must be >= 0, got {d.strength}")
+    _require(0 < d.min_crop_area <= 1, "data.min_crop_area", f"must be in (0, 1], got {d.min_crop_area}")
     _require(d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     _require(d.bad_sample_budget >= 0, "data.bad_sample_budget", "must be >= 0")
     o = cfg.optim
@@ -194,6 +202,7 @@ def validate(cfg: StageConfig) -> StageConfig:
     s = cfg.distill
     _require(s.temperature > 0, "distill.temperature", f"must be > 0, got {s.temperature}")
     _require(0 <= s.label_weight <= 1, "distill.label_weight", f"must be in [0, 1], got {s.label_weight}")
+    _require(s.init in DISTILL_INITS, "distill.init", f"must be one of {DISTILL_INITS}, got {s.init!r}")
     if cfg.stage in ("finetune", "linear_eval", "distill"):
         _require(cfg.parent is not None and cfg.parent != "", "parent", f"stage {cfg.stage} needs a parent run folder")
     return cfg

@@ -3,18 +3,23 @@
 The teacher (``parent``: a finished finetune run) is fixed; its softened predictions softmax(t/T) on each
 augmented batch are the targets of the student's log_softmax(s/T) (loss scaled by T^2). The student is
 ``cfg.model`` (the same architecture for self-distillation, or a smaller one) with a linear classifier,
-trained from scratch. With ``distill.label_weight > 0`` the true labels of the labelled subset (the
+trained from scratch (``distill.init=scratch``, as the paper), or — for a student with the teacher's
+architecture — started from the backbone and kept head layers of the pretraining run the teacher was
+fine-tuned from (``distill.init=pretrained``: the task-agnostic representation is reused, only the task is
+distilled). With ``distill.label_weight > 0`` the true labels of the labelled subset (the
 teacher's label fraction) are mixed in.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from jobs import builders
 from jobs.config import StageConfig, from_dict
-from jobs.finetune import load_trained
+from jobs.finetune import classifier, load_trained
 from jobs.runner import StageParts, stage_main
 from simclr import dist
 from simclr.losses.distill import IGNORE_LABEL, distillation_loss
@@ -44,11 +49,27 @@ def _neck(tcfg: StageConfig, in_dim: int) -> nn.Module:
     return nn.Identity()
 
 
+def student_of(cfg: StageConfig, num_classes: int) -> Classifier:
+    """The student: ``cfg.model`` from scratch, or started from the teacher's pretraining run."""
+    if cfg.distill.init == "scratch":
+        return Classifier(builders.backbone(cfg), nn.Identity(), num_classes)
+    assert cfg.parent is not None
+    tcfg = from_dict(RunFolder(cfg.parent).read_config())
+    if tcfg.stage != "finetune" or tcfg.parent is None:
+        raise ValueError(
+            f"config key 'distill.init'=pretrained needs a teacher fine-tuned from a pretraining run; "
+            f"the teacher {cfg.parent} is a {tcfg.stage} run"
+        )
+    # Same construction as fine-tuning (it checks that cfg.model matches the pretraining run's, naming the key).
+    start = replace(cfg, parent=tcfg.parent, finetune=replace(cfg.finetune, ft_proj_selector=tcfg.finetune.ft_proj_selector))
+    return classifier(start, num_classes, pretrained=True)
+
+
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled")
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     teacher = teacher_of(cfg, train.num_classes, device)
-    student = Classifier(builders.backbone(cfg), nn.Identity(), train.num_classes)  # trained from scratch
+    student = student_of(cfg, train.num_classes)
     student = dist.convert_sync_bn(student)  # global BN under DDP (a no-op with one process)
     T = cfg.distill.temperature
     label_weight = cfg.distill.label_weight

@@ -30,6 +30,9 @@ def test_every_stage_composes(stage: str) -> None:
         ("train.epochs=abc", "train.epochs"),
         ("+model.colour=red", "model.colour"),
         ("finetune.ft_proj_selector=4", "finetune.ft_proj_selector"),
+        ("data.min_crop_area=0", "data.min_crop_area"),
+        ("data.min_crop_area=1.5", "data.min_crop_area"),
+        ("distill.init=teacher", "distill.init"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, key: str) -> None:

@@ -99,6 +99,15 @@ def test_finetune_starts_from_the_pretrained_weights(chain: dict[str, Path], tin
         assert torch.equal(neck[k], layer0[k]), k
 
 
+def test_crop_area_setting_reaches_the_augmentation(tiny_root: Path, tmp_path: Path) -> None:
+    loaders = {a: builders.loader(cfg_for("pretrain", tmp_path, tiny_root, "c", f"data.min_crop_area={a}"), split="train",
+                                  mode="two_view", distributed=False) for a in (0.08, 0.9)}
+    assert {a: ld.transform.min_area for a, ld in loaders.items()} == {0.08: 0.08, 0.9: 0.9}  # type: ignore[union-attr]
+    # and changes the views drawn from the same seeds
+    b = {a: next(iter(ld.epoch_iter(0))) for a, ld in loaders.items()}
+    assert not torch.equal(b[0.08]["view1"], b[0.9]["view1"])
+
+
 def test_linear_eval_keeps_the_backbone_frozen(chain: dict[str, Path]) -> None:
     pre = ckpt.load_latest(chain["pretrain"] / "checkpoints")[0]["model"]  # type: ignore[index]
     lin = ckpt.load_latest(chain["linear_eval"] / "checkpoints")[0]["model"]  # type: ignore[index]
@@ -138,6 +147,32 @@ def test_distillation_loss_decreases_and_student_follows_teacher(chain: dict[str
     parts.model.load_state_dict(ckpt.load_latest(chain["distill"] / "checkpoints")[0]["model"])  # type: ignore[index]
     after = to_teacher(parts.model)
     assert after < 0.8 * before, (before, after)
+
+
+def test_distill_student_can_start_from_the_teachers_pretraining(chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
+    from jobs.distill import build
+
+    pre = ckpt.load_latest(chain["pretrain"] / "checkpoints")[0]["model"]  # type: ignore[index]
+    cfg = cfg_for("distill", tmp_path, tiny_root, "dp", "distill.init=pretrained", parent=chain["finetune"])
+    got = build(cfg, torch.device("cpu")).model.state_dict()
+    backbone = [k for k in pre if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(got[k], pre[k]) for k in backbone)
+    # the teacher was fine-tuned from head layer 1: the student keeps the same first head layer
+    neck = [k for k in got if k.startswith("neck.")]
+    assert neck and all(torch.equal(got[k], pre["head.layers." + k[len("neck."):]]) for k in neck)
+    # the default student starts from scratch
+    fresh = build(cfg_for("distill", tmp_path, tiny_root, "ds", parent=chain["finetune"]), torch.device("cpu")).model
+    assert not torch.equal(fresh.state_dict()[backbone[0]], pre[backbone[0]])
+    # a student of another architecture cannot start from that run: the error names the key
+    with pytest.raises(ValueError, match="model.width"):
+        build(cfg_for("distill", tmp_path, tiny_root, "dw", "distill.init=pretrained", "model.width=0.25",
+                      parent=chain["finetune"]), torch.device("cpu"))
+    # nor can a student whose teacher has no pretraining run (a supervised teacher)
+    with pytest.raises(ValueError, match="distill.init"):
+        build(cfg_for("distill", tmp_path, tiny_root, "dv", "distill.init=pretrained", parent=chain["supervised"]),
+              torch.device("cpu"))
+    with pytest.raises(ConfigError, match="distill.init"):
+        cfg_for("distill", tmp_path, tiny_root, "dx", "distill.init=teacher", parent=chain["finetune"])
 
 
 def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
