@@ -62,6 +62,7 @@ def loader(
     distributed: bool = True,
     batch_size: int | None = None,
     drop_last: bool | None = None,
+    with_clean: bool = False,
 ) -> ShardLoader:
     """A loader for this rank. ``cfg.train.batch_size`` is the GLOBAL batch; each rank gets its share."""
     world = dist.world_size() if distributed else 1
@@ -83,6 +84,7 @@ def loader(
         strength=d.strength,
         blur=d.blur,
         min_area=d.min_crop_area,
+        with_clean=with_clean,
         keys_file=keys_file,
         bad_sample_budget=d.bad_sample_budget,
         out_channels=cfg.model.in_channels,

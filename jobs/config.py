@@ -22,6 +22,7 @@ from jobs.structured import merge_onto
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
 DISTILL_INITS = ("scratch", "pretrained")
+TEACHER_VIEWS = ("augmented", "clean")
 
 
 @dataclass
@@ -116,6 +117,9 @@ class DistillConfig:
     # Student start: "scratch" (random, as the paper) or "pretrained" (the backbone and kept head layers of the
     # pretraining run the teacher was fine-tuned from; the student must then have that run's architecture).
     init: str = "scratch"
+    # What the teacher labels: "augmented" (the student's own crop, as the official code) or "clean" (the
+    # un-augmented image; the student still learns from the crop, so it must be invariant to it).
+    teacher_view: str = "augmented"
 
 
 @dataclass
@@ -203,6 +207,8 @@ def validate(cfg: StageConfig) -> StageConfig:
     _require(s.temperature > 0, "distill.temperature", f"must be > 0, got {s.temperature}")
     _require(0 <= s.label_weight <= 1, "distill.label_weight", f"must be in [0, 1], got {s.label_weight}")
     _require(s.init in DISTILL_INITS, "distill.init", f"must be one of {DISTILL_INITS}, got {s.init!r}")
+    _require(s.teacher_view in TEACHER_VIEWS, "distill.teacher_view",
+             f"must be one of {TEACHER_VIEWS}, got {s.teacher_view!r}")
     if cfg.stage in ("finetune", "linear_eval", "distill"):
         _require(cfg.parent is not None and cfg.parent != "", "parent", f"stage {cfg.stage} needs a parent run folder")
     return cfg

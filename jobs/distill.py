@@ -1,7 +1,7 @@
 """Stage 3: distillation of a fine-tuned teacher into a student on ALL unlabelled images (SimCLRv2 sec. 2).
 
 The teacher (``parent``: a finished finetune run) is fixed; its softened predictions softmax(t/T) on each
-augmented batch are the targets of the student's log_softmax(s/T) (loss scaled by T^2). The student is
+augmented batch (or, with ``distill.teacher_view=clean``, on the same images un-augmented) are the targets of the student's log_softmax(s/T) (loss scaled by T^2). The student is
 ``cfg.model`` (the same architecture for self-distillation, or a smaller one) with a linear classifier,
 trained from scratch (``distill.init=scratch``, as the paper), or — for a student with the teacher's
 architecture — started from the backbone and kept head layers of the pretraining run the teacher was
@@ -66,7 +66,8 @@ def student_of(cfg: StageConfig, num_classes: int) -> Classifier:
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
-    train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled")
+    clean = cfg.distill.teacher_view == "clean"
+    train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled", with_clean=clean)
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     teacher = teacher_of(cfg, train.num_classes, device)
     student = student_of(cfg, train.num_classes)
@@ -81,7 +82,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["image"]
         with torch.no_grad():
-            t_logits = teacher(x).float()
+            t_logits = teacher(batch["clean"] if clean else x).float()
         s_logits = module(x).float()
         labels = None
         if label_weight > 0:

@@ -31,7 +31,7 @@ from simclr.data.augment_params import (
     check_output,
     sample_view_params,
 )
-from simclr.data.image_ops import gaussian_blur, to_channels
+from simclr.data.image_ops import crop_resize, gaussian_blur, to_channels
 
 #: The official centre-crop proportion for ImageNet evaluation (``data_util.CROP_PROPORTION``).
 CROP_PROPORTION = 0.875
@@ -146,12 +146,23 @@ class EvalTransform:
     def __repr__(self) -> str:
         return f"EvalTransform(size={self.size}, out_channels={self.out_channels}, crop={self.crop_proportion})"
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def box(self, h_src: int, w_src: int) -> tuple[int, int, int]:
+        """The centre square ``(top, left, side)`` taken from an ``h_src`` x ``w_src`` image."""
+        side = max(1, int(round(self.crop_proportion * min(h_src, w_src))))
+        return (h_src - side + 1) // 2, (w_src - side + 1) // 2, side
+
+    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        """``img``: a PIL image, or a uint8 ``[C, H, W]`` tensor (the batched decode path, C in {1, 3})."""
+        if isinstance(img, torch.Tensor):
+            if img.dim() != 3 or img.dtype != torch.uint8 or img.shape[0] not in (1, 3):
+                raise ValueError(f"img must be a uint8 tensor [C, H, W] with C in (1, 3), got {img.dtype} {tuple(img.shape)}")
+            top, left, side = self.box(int(img.shape[1]), int(img.shape[2]))
+            t = torch.tensor
+            x = crop_resize(img[None].float() / 255, t([top]), t([left]), t([side]), t([side]), t([False]), self.size)
+            return to_channels(x[0], self.out_channels)
         img = normalize_mode(img)
         w_src, h_src = img.size
-        side = max(1, int(round(self.crop_proportion * min(h_src, w_src))))
-        top = (h_src - side + 1) // 2
-        left = (w_src - side + 1) // 2
+        top, left, side = self.box(h_src, w_src)
         img = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
         return to_channels(pil_to_tensor(img), self.out_channels)
 

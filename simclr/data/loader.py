@@ -72,6 +72,7 @@ class _EpochBatches(Dataset[Batch]):
         transform: SimCLRAugment | EvalTransform | BatchedSimCLRAugment,
         budget: int,
         raw: bool,
+        clean: EvalTransform | None = None,
     ) -> None:
         self.shards = shards
         self.rows = rows
@@ -84,6 +85,7 @@ class _EpochBatches(Dataset[Batch]):
         self.budget = budget
         self.raw = raw  # return uint8 images + seeds; the training process augments (on its device)
         self.batched = isinstance(transform, BatchedSimCLRAugment)
+        self.clean = clean  # labelled mode: also the un-augmented (evaluation-transformed) image
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -147,6 +149,8 @@ class _EpochBatches(Dataset[Batch]):
             else:
                 assert isinstance(tf, SimCLRAugment)
                 batch["image"] = torch.stack([tf(im, int(s)) for im, s in zip(images, seeds)])
+            if self.clean is not None:
+                batch["clean"] = torch.stack([self.clean(im) for im in images])
         else:
             assert isinstance(tf, EvalTransform)
             batch["image"] = torch.stack([tf(im) for im in images])
@@ -170,6 +174,9 @@ class ShardLoader:
             "key": list[str], "valid": bool [B]}`` (pretraining, distillation); "labelled" -> ``{"image", "label",
             "key", "valid"}`` with the fine-tuning augmentation (crop + flip, no colour: official fine-tuning);
             "eval" -> ``{"image", ...}`` with the evaluation transform, padded slots labelled -1.
+        with_clean: labelled mode only: each batch also has ``"clean"``, float ``[B, C, size, size]``: the same
+            images through the evaluation transform (a distillation teacher labels the clean image while the
+            student learns from the augmented one).
         rank, world_size: this process's DDP rank and the world size.
         num_workers: DataLoader worker processes (0 = in this process); never changes a result.
         seed: the run's data seed: order and augmentations are functions of (seed, epoch, key, view).
@@ -205,6 +212,7 @@ class ShardLoader:
         batched_augment: bool = False,
         augment_device: str | torch.device | None = None,
         min_area: float = 0.08,
+        with_clean: bool = False,
         verify: Verify = "auto",
         pin_memory: bool = False,
         prefetch_factor: int = 2,
@@ -227,6 +235,8 @@ class ShardLoader:
         if augment_device is not None and mode == "eval":
             raise ValueError("augment_device applies to the two_view and labelled modes only")
         self.augment_device = None if augment_device is None else torch.device(augment_device)
+        if with_clean and mode != "labelled":
+            raise ValueError(f"with_clean applies to the labelled mode only, got mode={mode!r}")
         self.pin_memory = bool(pin_memory)
         self.prefetch_factor = _positive_int("prefetch_factor", prefetch_factor)
         self.timeout_s = float(timeout_s)
@@ -263,6 +273,8 @@ class ShardLoader:
             kind = BatchedSimCLRAugment if batched_augment else SimCLRAugment
             transform = kind(size, strength, blur if color else False, min_area, out_channels, color)
         self.transform = transform
+        self._with_clean = bool(with_clean)
+        self._size, self._out_channels = size, out_channels
         self._device_aug = (
             BatchedSimCLRAugment(size, strength, blur if mode == "two_view" else False, min_area, out_channels,
                                  mode == "two_view")
@@ -316,6 +328,7 @@ class ShardLoader:
             transform=self.transform,
             budget=self.bad_sample_budget,
             raw=self._device_aug is not None,
+            clean=EvalTransform(self._size, self._out_channels) if self._with_clean else None,
         )
         if len(data) == 0:
             return

@@ -175,6 +175,22 @@ def test_distill_student_can_start_from_the_teachers_pretraining(chain: dict[str
         cfg_for("distill", tmp_path, tiny_root, "dx", "distill.init=teacher", parent=chain["finetune"])
 
 
+def test_distill_teacher_can_label_the_clean_image(chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
+    from jobs.distill import build, teacher_of
+    from simclr.losses.distill import distillation_loss
+
+    cfg = cfg_for("distill", tmp_path, tiny_root, "dc", "distill.teacher_view=clean", parent=chain["finetune"])
+    parts = build(cfg, torch.device("cpu"))
+    batch = next(iter(parts.loader.epoch_iter(0)))
+    teacher = teacher_of(cfg, parts.loader.num_classes, torch.device("cpu"))
+    loss, _ = parts.step_fn(parts.model, batch)
+    student = parts.model(batch["image"])
+    T = cfg.distill.temperature
+    assert float(loss) == pytest.approx(float(distillation_loss(student, teacher(batch["clean"]), T)), rel=1e-5)
+    # (a fresh student is nearly uniform: the two losses differ by ~5e-4, 20x the tolerance)
+    assert float(loss) != pytest.approx(float(distillation_loss(student, teacher(batch["image"]), T)), rel=1e-5)
+
+
 def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Preempt the run after each number of steps in ``stops`` (counted from each restart), then finish."""
     import simclr.train.loop as loop

@@ -111,6 +111,24 @@ def test_device_augmentation_gives_the_worker_results(uneven_root: Path) -> None
         torch.testing.assert_close(x["view1"], y["view1"], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_labelled_batches_can_carry_the_clean_image(uneven_root: Path, batched: bool) -> None:
+    kw = dict(batch_size=16, size=32, seed=3, mode="labelled", batched_augment=batched, drop_last=True)  # upsampling: PIL and
+    # grid_sample agree (downsampling, PIL antialiases and the batched path does not, as the official resize)
+    with_clean = _all(ShardLoader(uneven_root, "train", with_clean=True, num_workers=2, **kw), epoch=1)
+    plain = _all(ShardLoader(uneven_root, "train", **kw), epoch=1)
+    evals = _all(ShardLoader(uneven_root, "train", **{**kw, "mode": "eval"}), epoch=1)
+    for c, p, e in zip(with_clean, plain, evals):
+        assert c["key"] == p["key"] == e["key"]
+        assert torch.equal(c["image"], p["image"]) and "clean" not in p  # the augmented view is unchanged
+        # the clean image is the evaluation transform's (PIL and tensor resizes agree within rounding)
+        assert c["clean"].shape == c["image"].shape
+        assert torch.allclose(c["clean"], e["image"], atol=0 if not batched else 2 / 255), (c["clean"] - e["image"]).abs().max()
+        assert not torch.equal(c["clean"], c["image"])
+    with pytest.raises(ValueError, match="with_clean"):
+        ShardLoader(uneven_root, "train", batch_size=4, with_clean=True)
+
+
 def test_keys_file_restricts_to_a_fraction(uneven_root: Path, tmp_path: Path) -> None:
     keys = [f"tr_{i:06d}" for i in range(0, 203, 7)]
     f = tmp_path / "some.txt"
