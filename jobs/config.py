@@ -21,7 +21,7 @@ from jobs.structured import merge_onto
 
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
-DISTILL_INITS = ("scratch", "pretrained")
+DISTILL_INITS = ("scratch", "pretrained", "teacher")
 TEACHER_VIEWS = ("augmented", "clean")
 
 
@@ -114,8 +114,10 @@ class DistillConfig:
 
     temperature: float = 1.0
     label_weight: float = 0.0  # weight of the true-label loss on the labelled subset
-    # Student start: "scratch" (random, as the paper) or "pretrained" (the backbone and kept head layers of the
-    # pretraining run the teacher was fine-tuned from; the student must then have that run's architecture).
+    # Student start: "scratch" (random, as the paper), "pretrained" (the backbone and kept head layers of the
+    # pretraining run the teacher was fine-tuned from) or "teacher" (a copy of the fine-tuned teacher: self-training,
+    # best with teacher_view=clean so that the student has something to learn). The last two need the student
+    # to have the teacher's architecture.
     init: str = "scratch"
     # What the teacher labels: "augmented" (the student's own crop, as the official code) or "clean" (the
     # un-augmented image; the student still learns from the crop, so it must be invariant to it).

@@ -6,7 +6,7 @@ augmented batch (or, with ``distill.teacher_view=clean``, on the same images un-
 trained from scratch (``distill.init=scratch``, as the paper), or — for a student with the teacher's
 architecture — started from the backbone and kept head layers of the pretraining run the teacher was
 fine-tuned from (``distill.init=pretrained``: the task-agnostic representation is reused, only the task is
-distilled). With ``distill.label_weight > 0`` the true labels of the labelled subset (the
+distilled), or from the teacher itself (``distill.init=teacher``: self-training). With ``distill.label_weight > 0`` the true labels of the labelled subset (the
 teacher's label fraction) are mixed in.
 """
 
@@ -50,19 +50,22 @@ def _neck(tcfg: StageConfig, in_dim: int) -> nn.Module:
 
 
 def student_of(cfg: StageConfig, num_classes: int) -> Classifier:
-    """The student: ``cfg.model`` from scratch, or started from the teacher's pretraining run."""
+    """The student: ``cfg.model`` from scratch, or started from the teacher's pretraining run or the teacher."""
     if cfg.distill.init == "scratch":
         return Classifier(builders.backbone(cfg), nn.Identity(), num_classes)
     assert cfg.parent is not None
     tcfg = from_dict(RunFolder(cfg.parent).read_config())
     if tcfg.stage != "finetune" or tcfg.parent is None:
         raise ValueError(
-            f"config key 'distill.init'=pretrained needs a teacher fine-tuned from a pretraining run; "
+            f"config key 'distill.init'={cfg.distill.init} needs a teacher fine-tuned from a pretraining run; "
             f"the teacher {cfg.parent} is a {tcfg.stage} run"
         )
     # Same construction as fine-tuning (it checks that cfg.model matches the pretraining run's, naming the key).
     start = replace(cfg, parent=tcfg.parent, finetune=replace(cfg.finetune, ft_proj_selector=tcfg.finetune.ft_proj_selector))
-    return classifier(start, num_classes, pretrained=True)
+    student = classifier(start, num_classes, pretrained=True)
+    if cfg.distill.init == "teacher":
+        load_trained(cfg.parent, student)
+    return student
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:

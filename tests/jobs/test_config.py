@@ -32,7 +32,7 @@ def test_every_stage_composes(stage: str) -> None:
         ("finetune.ft_proj_selector=4", "finetune.ft_proj_selector"),
         ("data.min_crop_area=0", "data.min_crop_area"),
         ("data.min_crop_area=1.5", "data.min_crop_area"),
-        ("distill.init=teacher", "distill.init"),
+        ("distill.init=copy", "distill.init"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, key: str) -> None:

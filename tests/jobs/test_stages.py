@@ -160,6 +160,11 @@ def test_distill_student_can_start_from_the_teachers_pretraining(chain: dict[str
     # the teacher was fine-tuned from head layer 1: the student keeps the same first head layer
     neck = [k for k in got if k.startswith("neck.")]
     assert neck and all(torch.equal(got[k], pre["head.layers." + k[len("neck."):]]) for k in neck)
+    # or from the teacher itself
+    teacher = ckpt.load_latest(chain["finetune"] / "checkpoints")[0]["model"]  # type: ignore[index]
+    copy = build(cfg_for("distill", tmp_path, tiny_root, "dt", "distill.init=teacher", parent=chain["finetune"]),
+                 torch.device("cpu")).model.state_dict()
+    assert copy.keys() == teacher.keys() and all(torch.equal(copy[k], teacher[k]) for k in teacher)
     # the default student starts from scratch
     fresh = build(cfg_for("distill", tmp_path, tiny_root, "ds", parent=chain["finetune"]), torch.device("cpu")).model
     assert not torch.equal(fresh.state_dict()[backbone[0]], pre[backbone[0]])
@@ -172,7 +177,7 @@ def test_distill_student_can_start_from_the_teachers_pretraining(chain: dict[str
         build(cfg_for("distill", tmp_path, tiny_root, "dv", "distill.init=pretrained", parent=chain["supervised"]),
               torch.device("cpu"))
     with pytest.raises(ConfigError, match="distill.init"):
-        cfg_for("distill", tmp_path, tiny_root, "dx", "distill.init=teacher", parent=chain["finetune"])
+        cfg_for("distill", tmp_path, tiny_root, "dx", "distill.init=copy", parent=chain["finetune"])
 
 
 def test_distill_teacher_can_label_the_clean_image(chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
