@@ -15,7 +15,7 @@ from benchmarks import demo_quality
 def test_quick_run_writes_the_fields(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
     code = demo_quality.main(["--quick", "--seeds", "0", "--data-root", str(tiny_root), "--work", str(tmp_path / "w"),
-                              "--threads", "1"])
+                              "--threads", "1", "--jobs", "2"])  # the pool path, as the real run
     assert code == 0
     rec = json.loads((tmp_path / "results" / "demo_quality_quick.json").read_text())
     for key in ("name", "value", "unit", "baseline", "baseline_value", "ratio", "goal", "date", "machine",
