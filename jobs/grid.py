@@ -442,11 +442,14 @@ def _make_task(
     axes = {**inh_axes, **own}
     # Inherit from the parent's RESOLVED config (not only its axes): a fine-tune must have exactly its
     # pretrain run's architecture even when that came from a stage override rather than an axis.
+    # ... except what this point sets itself: its axes, and its stage's and block's overrides (e.g. pretraining
+    # at 20 px and fine-tuning at 28 px on the same data set).
+    own_keys = list(own) + [_override_key(o) for o in [*st.overrides, *block.overrides]]
     inh_values: list[str] = []
     if parent is not None:
         flat = _flatten(parent.config)
         for key, value in flat.items():
-            if inherited(key) and not any(key == k or key.startswith(k + ".") for k in own):
+            if inherited(key) and not any(key == k or key.startswith(k + ".") for k in own_keys):
                 inh_values.append(f"{key}={render_value(value)}")
     # Readable name: the parent's inherited axes, then the point's own; when the parent differs in more than
     # what is inherited (a distill teacher), the parent's whole name instead: "<own>-from-<teacher>".

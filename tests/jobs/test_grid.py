@@ -98,6 +98,23 @@ def test_distill_selects_its_teacher_and_inherits_the_label_fraction(tmp_path: P
     assert d[0].point == "resnet18_w025-from-resnet18_w05-lf0.01"
 
 
+def test_a_child_stage_override_wins_over_the_inherited_value(tmp_path: Path) -> None:
+    stages = {
+        "pretrain": {"grid": [{"axes": {"model": ["resnet18_w05"]}}], "overrides": ["data.image_size=20"]},
+        "finetune": {"grid": [{"axes": {"finetune.ft_proj_selector": [0]}},
+                              {"axes": {"finetune.ft_proj_selector": [1]}, "overrides": ["data.strength=0.3"]}],
+                     "overrides": ["data.image_size=28"]},
+        "linear_eval": {"grid": [{}]},
+    }
+    tasks = expand(sweep(tmp_path, stages))
+    size = {(t.stage, t.config["finetune"]["ft_proj_selector"]): t.config["data"]["image_size"] for t in tasks}
+    # the fine-tunes set their own size; linear eval sets none and inherits the pretraining run's data config
+    assert size == {("pretrain", 1): 20, ("finetune", 0): 28, ("finetune", 1): 28, ("linear_eval", 0): 20}
+    ft = {t.config["finetune"]["ft_proj_selector"]: t for t in tasks if t.stage == "finetune"}
+    assert ft[1].config["data"]["strength"] == 0.3 and ft[0].config["data"]["strength"] == 0.5
+    assert all(t.config["model"]["width"] == 0.5 for t in tasks)  # the architecture is still inherited
+
+
 def test_fast_composition_equals_jobs_config_compose(tmp_path: Path) -> None:
     stages = {
         "pretrain": {"grid": [{"axes": {"model": ["resnet18_w05"], "pretrain.temperature": [0.5]}}],
