@@ -73,7 +73,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     train = builders.loader(cfg, split=cfg.data.train_split, mode="labelled", with_clean=clean)
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     teacher = teacher_of(cfg, train.num_classes, device)
-    student = student_of(cfg, train.num_classes)
+    student: nn.Module = student_of(cfg, train.num_classes)
     student = dist.convert_sync_bn(student)  # global BN under DDP (a no-op with one process)
     T = cfg.distill.temperature
     label_weight = cfg.distill.label_weight
