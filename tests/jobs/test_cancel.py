@@ -24,7 +24,10 @@ def test_cancel_of_a_folder_without_jobs(tmp_path: Path, capsys: pytest.CaptureF
 def test_cancel_a_local_pipeline_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sweep = tmp_path / "sw"
     monkeypatch.setenv("FAKE_STEP_S", "0.5")
-    run_sweep("tiny", [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "report.enabled=false"],
+    # 60 steps of 0.5 s: the running task is still running when the cancel arrives, however loaded the machine
+    # (4 steps, 2 s, finished first once while another benchmark ran beside the suite)
+    run_sweep("tiny", [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "report.enabled=false",
+                       "train.max_steps=60"],
               runner=FAKE,
               printer=lambda *_: None)
     t0 = time.time()
