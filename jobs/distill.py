@@ -1,13 +1,14 @@
 """Stage 3: distillation of a fine-tuned teacher into a student on ALL unlabelled images (SimCLRv2 sec. 2).
 
 The teacher (``parent``: a finished finetune run) is fixed; its softened predictions softmax(t/T) on each
-augmented batch (or, with ``distill.teacher_view=clean``, on the same images un-augmented) are the targets of the student's log_softmax(s/T) (loss scaled by T^2). The student is
-``cfg.model`` (the same architecture for self-distillation, or a smaller one) with a linear classifier,
-trained from scratch (``distill.init=scratch``, as the paper), or — for a student with the teacher's
-architecture — started from the backbone and kept head layers of the pretraining run the teacher was
-fine-tuned from (``distill.init=pretrained``: the task-agnostic representation is reused, only the task is
-distilled), or from the teacher itself (``distill.init=teacher``: self-training). With ``distill.label_weight > 0`` the true labels of the labelled subset (the
-teacher's label fraction) are mixed in.
+augmented batch (or, with ``distill.teacher_view=clean``, on the same images un-augmented) are the targets of
+the student's log_softmax(s/T) (loss scaled by T^2). The student is ``cfg.model`` (the same architecture for
+self-distillation, or a smaller one) with a linear classifier, trained from scratch (``distill.init=scratch``,
+as the paper), or — for a student with the teacher's architecture — started from the backbone and kept head
+layers of the pretraining run the teacher was fine-tuned from (``distill.init=pretrained``: the task-agnostic
+representation is reused, only the task is distilled), or from the teacher itself (``distill.init=teacher``:
+self-training). With ``distill.label_weight > 0`` the true labels of the labelled subset (the teacher's label
+fraction) are mixed in.
 """
 
 from __future__ import annotations
