@@ -24,6 +24,7 @@ Columns of ``Collection.runs`` (one row per run folder):
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -207,6 +208,21 @@ def _check_sweeps(runs: pd.DataFrame, warnings: list[str]) -> None:
                         ". Seeds are pooled only within one config point (same hash).")
 
 
+def _manifest_runs(root: Path, warnings: list[str]) -> set[str] | None:
+    """The run folders a sweep folder's ``manifest.json`` lists (its current grid), or None when ``root`` is not
+    a sweep folder. A sweep rerun with a changed grid keeps the old run folders; they are not this sweep's
+    numbers. An unreadable manifest means every folder counts, with a warning."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        tasks = json.loads(path.read_text())["tasks"]
+        return {os.path.realpath(t["run_dir"]) for t in tasks}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.append(f"{path}: unreadable ({type(err).__name__}: {err}); every run folder under it collected")
+        return None
+
+
 def collect(roots: str | Path | Sequence[str | Path], *, workers: int = 1, max_curve_points: int = 200,
             exclude: Iterable[str | Path] = ()) -> Collection:
     """Read every run folder under ``roots`` into a :class:`Collection`.
@@ -223,12 +239,19 @@ def collect(roots: str | Path | Sequence[str | Path], *, workers: int = 1, max_c
     warnings: list[str] = []
     folders: list[tuple[Path, set[str]]] = []
     seen: set[str] = set()
+    left_out: dict[str, int] = {}
     for r in root_list:
+        listed = _manifest_runs(r, warnings)
         for folder, names in find_run_folders(r, excl, warnings):
             key = os.path.realpath(folder)
+            if listed is not None and key not in listed:
+                left_out[str(r)] = left_out.get(str(r), 0) + 1
+                continue
             if key not in seen:  # overlapping roots
                 seen.add(key)
                 folders.append((folder, names))
+    for r, n in left_out.items():
+        warnings.append(f"{r}: {n} run folder(s) not in its manifest.json (an earlier grid of the sweep) left out")
     tasks = [(f, n, max_curve_points) for f, n in folders]
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -89,6 +89,22 @@ def test_mixed_sweeps_warn_with_a_config_file_each(tmp_path: Path) -> None:
     assert "'alpha': 1 runs" in w and "'beta': 1 runs" in w and w.count("config.json") == 2
 
 
+def test_a_sweep_folder_counts_only_the_runs_of_its_manifest(tmp_path: Path) -> None:
+    import json
+
+    old = write_run(tmp_path / "runs", stage="supervised", label_fraction=0.1, top1=50.0)
+    new = write_run(tmp_path / "runs", stage="supervised", label_fraction=0.1, top1=60.0, seed=1)
+    assert len(collect(tmp_path).runs) == 2  # no manifest: every run folder
+    # the sweep was rerun with a changed grid: the manifest lists only the new point; the old folder stays
+    (tmp_path / "manifest.json").write_text(json.dumps({"tasks": [{"run_dir": str(new)}]}))
+    c = collect(tmp_path)
+    assert c.runs["top1"].tolist() == [60.0] and str(old) not in c.runs["path"].tolist()
+    assert any("1 run folder(s) not in its manifest.json" in w for w in c.warnings)
+    (tmp_path / "manifest.json").write_text("{")  # unreadable: every folder, with a warning naming the file
+    c = collect(tmp_path)
+    assert len(c.runs) == 2 and any("manifest.json: unreadable" in w for w in c.warnings)
+
+
 def test_overlapping_roots_read_once(known_sweep: Path) -> None:
     c = collect([known_sweep, known_sweep / "runs" / "finetune"])
     assert len(c.runs) == 24 and c.runs["path"].is_unique
