@@ -273,8 +273,8 @@ class ShardLoader:
             kind = BatchedSimCLRAugment if batched_augment else SimCLRAugment
             transform = kind(size, strength, blur if color else False, min_area, out_channels, color)
         self.transform = transform
-        self._with_clean = bool(with_clean)
-        self._size, self._out_channels = size, out_channels
+        # labelled mode with_clean: the evaluation transform of the same images, built once
+        self._clean = EvalTransform(size, out_channels) if with_clean else None
         self._device_aug = (
             BatchedSimCLRAugment(size, strength, blur if mode == "two_view" else False, min_area, out_channels,
                                  mode == "two_view")
@@ -328,7 +328,7 @@ class ShardLoader:
             transform=self.transform,
             budget=self.bad_sample_budget,
             raw=self._device_aug is not None,
-            clean=EvalTransform(self._size, self._out_channels) if self._with_clean else None,
+            clean=self._clean,
         )
         if len(data) == 0:
             return
