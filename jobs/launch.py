@@ -270,6 +270,10 @@ class PipelineTask:
         sig = preempt_signal()
         preempt.clear()
         previous = preempt.install([sig])
+        # Python leaves SIGINT ignored when it started ignored (a sweep submitted from `cmd &` or nohup):
+        # then simclr-cancel's SIGINT would do nothing and the pipeline would run on to the end.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             save()
             while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -21,15 +22,24 @@ def test_cancel_of_a_folder_without_jobs(tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.mark.slow
-def test_cancel_a_local_pipeline_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True], ids=["foreground", "sigint-ignored"])
+def test_cancel_a_local_pipeline_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             parent_ignores_sigint: bool) -> None:
     sweep = tmp_path / "sw"
     monkeypatch.setenv("FAKE_STEP_S", "0.5")
-    # 60 steps of 0.5 s: the running task is still running when the cancel arrives, however loaded the machine
-    # (4 steps, 2 s, finished first once while another benchmark ran beside the suite)
-    run_sweep("tiny", [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "report.enabled=false",
-                       "train.max_steps=60"],
-              runner=FAKE,
-              printer=lambda *_: None)
+    # A sweep submitted from a shell's background job (`make demo &`, nohup) starts its local pipeline with
+    # SIGINT ignored, inherited; the cancel must stop it all the same (it once ran on to the end).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if parent_ignores_sigint else None
+    try:
+        # 60 steps of 0.5 s: the running task is still running when the cancel arrives, however loaded the
+        # machine (4 steps, 2 s, finished first once while another benchmark ran beside the suite)
+        run_sweep("tiny", [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "report.enabled=false",
+                           "train.max_steps=60"],
+                  runner=FAKE,
+                  printer=lambda *_: None)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     t0 = time.time()
     while not any(r.state == "RUNNING" for r in collect(sweep)[0]):
         assert time.time() - t0 < 60
