@@ -226,6 +226,35 @@ def to_dict(cfg: StageConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Keys that may change between two starts of one run without changing what it trains: paths (a sweep or a data
+# set moved to another file system), labels, and the speed and bookkeeping knobs of the job that runs it.
+RESTART_FREE_KEYS = frozenset({
+    "run_dir", "parent", "data.root", "sweep", "point",
+    "data.num_workers", "data.bad_sample_budget",
+    "train.threads", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.dist_timeout_s", "train.compile",
+})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
+    """What ``new`` changes from the config ``saved`` in a run folder, ignoring RESTART_FREE_KEYS:
+    ``["optim.name: 'lars' -> 'sgd'", ...]`` (a key the saved config lacks compares with its default)."""
+    old = _flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
+    cur = _flatten(to_dict(new))
+    return [f"{k}: {old.get(k)!r} -> {cur[k]!r}" for k in sorted(cur)
+            if k not in RESTART_FREE_KEYS and old.get(k) != cur[k]]
+
+
 def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     """Build a stage's config from ``jobs/conf`` (Hydra compose API) plus Hydra-style overrides,
     e.g. ``["model=resnet18_w025", "data.root=/data/fmnist", "train.epochs=5"]``."""

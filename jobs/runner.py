@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from jobs import builders
-from jobs.config import STAGES, StageConfig, compose, from_dict, to_dict
+from jobs.config import STAGES, ConfigError, StageConfig, compose, config_changes, from_dict, to_dict
 from simclr import dist
 from simclr.train.loop import EpochLoader, Evaluator, FinalEval, LoopSettings, StepFn, fit
 from simclr.train.preempt import PreemptionRequested
@@ -57,6 +57,24 @@ def settings_of(cfg: StageConfig) -> LoopSettings:
     )
 
 
+def check_same_run(run: RunFolder, cfg: StageConfig) -> None:
+    """A run folder belongs to the config that started it: resuming it, or taking its *done* status, under a
+    different one would mix two recipes in one set of weights or report the old recipe's result as the new one.
+    Raises ConfigError naming the changed keys (the folder is left untouched)."""
+    try:
+        saved = run.read_config()
+    except FileNotFoundError:
+        return  # a new run (or one that never got as far as writing its config)
+    except ValueError as e:  # written atomically, so this is damage from outside: say so, do not guess
+        raise ConfigError(f"{run.path / 'config.json'}: unreadable ({e}); move the run folder away to start again")
+    changes = config_changes(saved, cfg)
+    if changes:
+        raise ConfigError(
+            f"run folder {run.path} holds a {saved.get('stage', '?')} run of another config ({'; '.join(changes)}); "
+            "give this config its own run_dir (sweeps do: their folder names carry a hash of the config)"
+        )
+
+
 def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
     """Run (or resume, or skip when done) one stage; returns its final status record.
 
@@ -70,6 +88,7 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
         started_dist = True
     run = RunFolder(cfg.run_dir, stage=cfg.stage, writer=dist.rank() == 0)
     try:
+        check_same_run(run, cfg)
         done = run.read_status()
         if done is not None and done.get("state") == "done":
             log.info("%s is done already: skipped", cfg.run_dir)

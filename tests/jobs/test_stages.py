@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from jobs import builders
-from jobs.config import ConfigError, StageConfig, compose
+from jobs.config import ConfigError, StageConfig, compose, to_dict
 from jobs.runner import run_stage
 from simclr.train import checkpoint as ckpt
 from simclr.train import preempt
+from simclr.train.runfolder import RunFolder
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)  # the same numbers alone and inside the whole suite (tests/simclr/data sets 1 too)
@@ -260,3 +261,31 @@ def test_a_done_run_is_not_run_again(chain: dict[str, Path]) -> None:
     before = (chain["supervised"] / "status.json").read_text()
     assert run_stage(cfg)["state"] == "done"
     assert (chain["supervised"] / "status.json").read_text() == before
+
+
+def test_a_run_folder_refuses_another_config(chain: dict[str, Path]) -> None:
+    """A done run asked again with another recipe must not hand back the old recipe's result (a benchmark
+    once reported a LARS run's figures under the SGD recipe it was rerun with)."""
+    run = chain["supervised"]
+    cfg = json.loads((run / "config.json").read_text())
+    before = (run / "status.json").read_text()
+    changed = {**cfg, "optim": {**cfg["optim"], "base_lr": cfg["optim"]["base_lr"] * 2}}
+    with pytest.raises(ConfigError, match=r"optim\.base_lr: 0\.05 -> 0\.1"):
+        run_stage(changed)
+    assert (run / "status.json").read_text() == before
+    # The speed and bookkeeping knobs of the job may change between starts.
+    free = {**cfg, "train": {**cfg["train"], "threads": 1, "log_every": 7, "checkpoint_every": 3}}
+    assert run_stage(free)["state"] == "done"
+    assert (run / "status.json").read_text() == before
+
+
+def test_resuming_under_another_config_is_refused(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = cfg_for("supervised", tmp_path, tiny_root, "half", "train.epochs=2")
+    run = RunFolder(cfg.run_dir, stage="supervised")
+    run.write_config(to_dict(cfg))  # a run that started (its config and perhaps checkpoints are there)
+    with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
+        run_stage(cfg_for("supervised", tmp_path, tiny_root, "half", "train.epochs=2", "seed=1"))
+    assert not run.status_path.exists()  # nothing written into the other run's folder
+    (Path(cfg.run_dir) / "config.json").write_text("{trunc")
+    with pytest.raises(ConfigError, match="config.json: unreadable"):
+        run_stage(cfg)
