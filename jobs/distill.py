@@ -26,6 +26,7 @@ from simclr import dist
 from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
 from simclr.train.evaluate import EvalBatches, classify
+from simclr.train.loop import Batch
 from simclr.train.runfolder import RunFolder
 
 
@@ -83,7 +84,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
         labelled = set(keys.read_text().split()) if keys else set()
 
-    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["image"]
         with torch.no_grad():
             t_logits = teacher(batch["clean"] if clean else x).float()

@@ -22,6 +22,7 @@ from simclr import dist
 from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import EvalBatches, classify
+from simclr.train.loop import Batch
 from simclr.train.runfolder import RunFolder
 
 
@@ -75,7 +76,7 @@ def build_classifier_stage(
     model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
     smoothing = cfg.finetune.label_smoothing
 
-    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = module(batch["image"]).float()
         y = batch["label"]
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)

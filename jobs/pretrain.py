@@ -17,6 +17,7 @@ from jobs.runner import StageParts, stage_main
 from simclr import dist
 from simclr.losses.ntxent import nt_xent
 from simclr.train.evaluate import EvalBatches, classify, embed, knn_evaluator, knn_top1
+from simclr.train.loop import Batch
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
@@ -27,7 +28,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     temperature = cfg.pretrain.temperature
     probe = cfg.pretrain.probe
 
-    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = torch.cat([batch["view1"], batch["view2"]])
         out = module(x)
         z1, z2 = out["proj"].float().chunk(2)
