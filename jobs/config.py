@@ -236,11 +236,12 @@ RESTART_FREE_KEYS = frozenset({
 })
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"a.b": value}`` with dotted keys (the form of Hydra overrides and error messages)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -249,8 +250,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
     """What ``new`` changes from the config ``saved`` in a run folder, ignoring RESTART_FREE_KEYS:
     ``["optim.name: 'lars' -> 'sgd'", ...]`` (a key the saved config lacks compares with its default)."""
-    old = _flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
-    cur = _flatten(to_dict(new))
+    old = flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
+    cur = flatten(to_dict(new))
     return [f"{k}: {old.get(k)!r} -> {cur[k]!r}" for k in sorted(cur)
             if k not in RESTART_FREE_KEYS and old.get(k) != cur[k]]
 

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs.cluster import ClusterProfile, profile_from_dict, profile_to_dict
-from jobs.config import STAGES, StageConfig, from_dict, to_dict, validate
+from jobs.config import STAGES, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.manifest import Task
 from jobs.structured import merge_onto
 from jobs.sweep_schema import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
@@ -312,17 +312,6 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        path = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, path + "."))
-        else:
-            out[path] = v
-    return out
-
-
 def _matches(a: Any, b: Any) -> bool:
     return bool(a == b) or str(a) == str(b)
 
@@ -447,7 +436,7 @@ def _make_task(
     own_keys = list(own) + [_override_key(o) for o in [*st.overrides, *block.overrides]]
     inh_values: list[str] = []
     if parent is not None:
-        flat = _flatten(parent.config)
+        flat = flatten(parent.config)
         for key, value in flat.items():
             if inherited(key) and not any(key == k or key.startswith(k + ".") for k in own_keys):
                 inh_values.append(f"{key}={render_value(value)}")

@@ -67,7 +67,10 @@ def check_same_run(run: RunFolder, cfg: StageConfig) -> None:
         return  # a new run (or one that never got as far as writing its config)
     except ValueError as e:  # written atomically, so this is damage from outside: say so, do not guess
         raise ConfigError(f"{run.path / 'config.json'}: unreadable ({e}); move the run folder away to start again")
-    changes = config_changes(saved, cfg)
+    try:
+        changes = config_changes(saved, cfg)
+    except ConfigError as e:  # e.g. a key this version no longer knows
+        raise ConfigError(f"{run.path / 'config.json'}: {e}") from None
     if changes:
         raise ConfigError(
             f"run folder {run.path} holds a {saved.get('stage', '?')} run of another config ({'; '.join(changes)}); "
