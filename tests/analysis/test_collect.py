@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -90,8 +91,6 @@ def test_mixed_sweeps_warn_with_a_config_file_each(tmp_path: Path) -> None:
 
 
 def test_a_sweep_folder_counts_only_the_runs_of_its_manifest(tmp_path: Path) -> None:
-    import json
-
     old = write_run(tmp_path / "runs", stage="supervised", label_fraction=0.1, top1=50.0)
     new = write_run(tmp_path / "runs", stage="supervised", label_fraction=0.1, top1=60.0, seed=1)
     assert len(collect(tmp_path).runs) == 2  # no manifest: every run folder
