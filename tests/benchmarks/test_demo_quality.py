@@ -24,3 +24,11 @@ def test_quick_run_writes_the_fields(tiny_root: Path, tmp_path: Path, monkeypatc
     assert rec["seeds"] == [0]
     assert rec["value"] == pytest.approx(rec["distill_1pct"] - rec["supervised_1pct"], abs=0.01)
     assert all(0 <= rec[k] <= 100 for k in ("supervised_1pct", "finetune_1pct", "distill_1pct"))
+
+    # A change to a later stage's recipe reuses the pretraining run and gets a folder of its own.
+    pre_status = (tmp_path / "w" / "quick" / "pretrain" / "status.json").read_text()
+    assert demo_quality.main(["--quick", "--seeds", "0", "--data-root", str(tiny_root), "--work", str(tmp_path / "w"),
+                              "--threads", "1", "--jobs", "1", "--distill-epochs", "7"]) == 0
+    assert (tmp_path / "w" / "quick" / "pretrain" / "status.json").read_text() == pre_status
+    later = sorted(p.name for p in (tmp_path / "w" / "quick").iterdir() if (p / "finetune-s0").is_dir())
+    assert len(later) == 2, later
