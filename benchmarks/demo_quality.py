@@ -6,7 +6,8 @@ Same architecture as the peer measurement (lightly's SimCLR recipe: ResNet-18, C
 width 0.25, 0.7 M parameters; 10 minutes of pretraining on this machine; fine-tuning on the 600 labelled
 images of Fashion-MNIST's 1% subset for 100 epochs). Steps, all on this machine without SLURM:
 1. pretrain with NT-Xent for ``--budget-min`` minutes of wall time with ``--threads`` threads (the step count
-   is calibrated from a timed run of the first steps, so the run itself stays deterministic and resumable);
+   is calibrated from steps 20-40 of a timed 40-step run, so the run itself stays deterministic and resumable;
+   the run goes in a folder named by the pretraining recipe, reused by every recipe of the later stages);
 2. per seed, ``--jobs`` at a time: the supervised-only baseline on the 1% subset; fine-tuning from head
    layer 1 on it; distillation of that fine-tuned teacher into a student of the same architecture
    (self-distillation) on ALL 60k (unlabelled) train images;
