@@ -250,8 +250,8 @@ def collect(roots: str | Path | Sequence[str | Path], *, workers: int = 1, max_c
             if key not in seen:  # overlapping roots
                 seen.add(key)
                 folders.append((folder, names))
-    for r, n in left_out.items():
-        warnings.append(f"{r}: {n} run folder(s) not in its manifest.json (an earlier grid of the sweep) left out")
+    for root_name, n in left_out.items():
+        warnings.append(f"{root_name}: {n} run folder(s) not in its manifest.json (an earlier grid of the sweep) left out")
     tasks = [(f, n, max_curve_points) for f, n in folders]
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

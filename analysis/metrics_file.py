@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import operator
+from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,9 +159,10 @@ def read_metrics(path: str | Path) -> MetricsRead:
     return out
 
 
-_GET_KEY = operator.itemgetter("split", "name")
-_GET_STEP = operator.itemgetter("step")
-_GET_VALUE = operator.itemgetter("value")
+# Typed as taking any record: a record that is not a dict makes them raise, which sends it to the careful path.
+_GET_KEY: Callable[[Any], tuple[str, str]] = operator.itemgetter("split", "name")
+_GET_STEP: Callable[[Any], int] = operator.itemgetter("step")
+_GET_VALUE: Callable[[Any], float] = operator.itemgetter("value")
 
 
 def _series_fast(records: list[object]) -> dict[tuple[str, str], MetricSeries] | None:

@@ -207,8 +207,9 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
             warnings.append(f"{cfg_where}: distill run without 'teacher' or 'parent'; teacher unknown")
     teacher = teacher if isinstance(teacher, dict) else {}
     t_run = teacher.get("run")
-    row["teacher_ref"] = t_run if isinstance(t_run, str) and t_run else None
-    row["teacher_run"] = Path(t_run).name if row["teacher_ref"] else None
+    t_ref = t_run if isinstance(t_run, str) and t_run else None
+    row["teacher_ref"] = t_ref
+    row["teacher_run"] = Path(t_ref).name if t_ref else None
     row.update(_model_axes(teacher.get("model"), "teacher_", cfg_where + " teacher", warnings) if teacher
                else _model_axes({}, "teacher_", "", []))
     parent = cfg.get("parent")

@@ -32,7 +32,7 @@ class Table:
 
     @property
     def empty(self) -> bool:
-        return self.display.empty
+        return bool(self.display.empty)
 
 
 def _cell(x: object) -> str:
@@ -42,7 +42,10 @@ def _cell(x: object) -> str:
 def to_markdown(table: Table) -> str:
     """GitHub-flavoured Markdown table (pipes in cells escaped), caption as a paragraph below."""
     df = table.display
-    esc = lambda s: _cell(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+
+    def esc(s: object) -> str:
+        return _cell(s).replace("|", "\\|").replace("\n", " ")
+
     head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]

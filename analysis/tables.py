@@ -79,7 +79,7 @@ def _display_stats(numeric: pd.DataFrame, prefix: str) -> list[str]:
 
 
 def _varies(frame: pd.DataFrame, col: str) -> bool:
-    return frame[col].nunique(dropna=False) > 1
+    return bool(frame[col].nunique(dropna=False) > 1)
 
 
 def ablation_table(groups: pd.DataFrame) -> Table:

@@ -42,7 +42,7 @@ def make_step(model: torch.nn.Module, device: torch.device, amp: bool) -> Any:
             z1, z2 = model(x)["proj"].float().chunk(2)
             loss, _, _ = nt_xent(z1, z2, 0.1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         return loss.detach()
 

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 from unittest import mock
 
@@ -52,7 +53,7 @@ def make_sweep(root: Path, n_runs: int, lines: int) -> int:
             m = model_config(depth=d, width=w, sk_ratio=sk)
             p = int(d * w * w * 0.5e6)
             size = np.log10(p)
-            points: list[dict] = [dict(stage="pretrain", final={"val/knn_top1": 30 + 3 * size})]
+            points: list[dict[str, Any]] = [dict(stage="pretrain", final={"val/knn_top1": 30 + 3 * size})]
             for lf in FRACTIONS:
                 base = {0.01: 40.0, 0.1: 60.0, 1.0: 72.0}[lf]
                 points += [dict(stage="finetune", ft_proj_selector=ft, label_fraction=lf, top1=base + size + ft)

@@ -19,14 +19,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._result import write_result
+
+if TYPE_CHECKING:
+    from jobs.manifest import Manifest
 
 N = 100  # config points per stage
 FAKE = "tests.jobs.fake_stage:run_stage"
 
 
-def _definition(sweep_dir: Path) -> dict:
+def _definition(sweep_dir: Path) -> dict[str, Any]:
     # 100 pretrain points (5 widths x 2 head depths x 10 seeds), one fine-tune each, one distill each.
     return {
         "name": "bench100",
@@ -59,7 +63,7 @@ def _calls(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def _baseline(manifest, folder: Path) -> tuple[float, int, list[str]]:
+def _baseline(manifest: Manifest, folder: Path) -> tuple[float, int, list[str]]:
     """One sbatch per task, each with its own afterok: the straightforward per-task-dependency submission."""
     from jobs.cluster import make_executor, profile_from_dict
     from jobs.launch import StageTask

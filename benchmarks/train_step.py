@@ -100,10 +100,10 @@ def _ours(
 
 def _lightly(width: float, batch: int, size: int, tau: float, device: str, amp: str) -> Callable[[], float]:
     import torch
-    from lightly.loss import NTXentLoss  # type: ignore[import-untyped]
-    from lightly.models import ResNetGenerator  # type: ignore[import-untyped]
-    from lightly.models.modules import SimCLRProjectionHead  # type: ignore[import-untyped]
-    from lightly.utils.lars import LARS as LightlyLARS  # type: ignore[import-untyped]
+    from lightly.loss import NTXentLoss
+    from lightly.models import ResNetGenerator
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.utils.lars import LARS as LightlyLARS
 
     torch.manual_seed(0)
     resnet = ResNetGenerator("resnet-18", width=width)
@@ -166,7 +166,7 @@ def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: in
     }
     result: dict[str, Any] = {"width": width, "lightly_version": None, "lightly_error": None}
     try:
-        import lightly  # type: ignore[import-untyped]
+        import lightly
 
         result["lightly_version"] = lightly.__version__
         sides["lightly"] = _lightly(width, args.batch, args.size, tau, args.device, args.amp)

@@ -15,7 +15,7 @@ from torch import nn
 from jobs.config import StageConfig
 from simclr import dist
 from simclr.data.fractions import fraction_name, fraction_path
-from simclr.data.loader import ShardLoader
+from simclr.data.loader import Mode, ShardLoader
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet
 from simclr.models.simclr import SimCLRModel
@@ -57,7 +57,7 @@ def loader(
     cfg: StageConfig,
     *,
     split: str,
-    mode: str,
+    mode: Mode,
     keys_file: Path | None = None,
     distributed: bool = True,
     batch_size: int | None = None,

@@ -56,6 +56,8 @@ def cancel(sweep_dir: str | Path) -> list[str]:
         # ends without a requeue. The controller's pid would be a shell when the profile has setup lines.
         state = _read_state(pipeline_state_path(sweep_dir, job))
         for pid in (state.get("pid"), job):
+            if pid is None:  # no state file yet: the job id (a local-executor pid) is all there is
+                continue
             try:
                 os.kill(int(pid), signal.SIGINT)
                 break

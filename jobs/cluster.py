@@ -21,7 +21,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -147,10 +147,11 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> ClusterP
         raise ValueError(f"cluster profile '{name}': no file {path} (known: {known})")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(data, dict)
-    data.pop("defaults", None)
+    fields = cast(dict[str, Any], data)
+    fields.pop("defaults", None)
     if overrides:
-        data = {**data, **overrides}
-    return profile_from_dict(data)  # type: ignore[arg-type]
+        fields = {**fields, **overrides}
+    return profile_from_dict(fields)
 
 
 def slurm_parameters(

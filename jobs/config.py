@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -280,5 +280,6 @@ def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(str(e)) from None
     assert isinstance(data, dict)
-    data["stage"] = stage
-    return from_dict(data)
+    fields = cast(dict[str, Any], data)  # a structured config: its keys are field names
+    fields["stage"] = stage
+    return from_dict(fields)

@@ -10,6 +10,7 @@ backbone the linear evaluation (jobs/linear_eval.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from jobs import builders
 from jobs.config import StageConfig, from_dict
 from jobs.runner import StageParts, stage_main
 from simclr import dist
+from simclr.data.loader import Mode
 from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import EvalBatches, classify
@@ -26,8 +28,11 @@ from simclr.train.loop import Batch
 from simclr.train.runfolder import RunFolder
 
 
-def load_trained(run_dir: str | Path, model: nn.Module) -> nn.Module:
-    """Load a finished parent run's last checkpoint into ``model`` (strict)."""
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def load_trained(run_dir: str | Path, model: ModuleT) -> ModuleT:
+    """Load a finished parent run's last checkpoint into ``model`` (strict); returns ``model``."""
     parent = RunFolder(run_dir)
     status = parent.read_status()
     if status is None or status.get("state") != "done":
@@ -68,11 +73,11 @@ def build_classifier_stage(
     cfg: StageConfig, device: torch.device, *, pretrained: bool, freeze_backbone: bool = False
 ) -> StageParts:
     keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
-    mode = "labelled" if cfg.finetune.augment else "eval"
+    mode: Mode = "labelled" if cfg.finetune.augment else "eval"
     # Training drops the ragged last batch (never padded duplicates), also without augmentation.
     train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, drop_last=True)
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
-    model = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
+    model: nn.Module = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
     model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
     smoothing = cfg.finetune.label_smoothing
 

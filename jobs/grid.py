@@ -27,7 +27,7 @@ import json
 import re
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -111,7 +111,7 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     data = OmegaConf.to_container(raw, resolve=True)
     assert isinstance(data, dict)
     data.pop("defaults", None)
-    cfg = sweep_from_dict(data)
+    cfg = sweep_from_dict(cast(dict[str, Any], data))
     cfg.overrides = list(cfg.overrides) + stage_ov
     return cfg
 
@@ -223,8 +223,9 @@ class PointComposer:
             except OmegaConfBaseException as e:
                 raise SweepError(str(e)) from None
             assert isinstance(data, dict)
-            self._base[key] = data  # type: ignore[assignment]
-        return json.loads(json.dumps(self._base[key]))
+            self._base[key] = cast(dict[str, Any], data)
+        copy: dict[str, Any] = json.loads(json.dumps(self._base[key]))
+        return copy
 
     def _parse(self, text: str) -> tuple[bool, str, Any]:
         """(is a group choice, key, value) of one override, parsed once."""
@@ -272,11 +273,11 @@ class PointComposer:
             # Placeholders for the per-point fields: the full OmegaConf check, once per signature.
             cfg.update({"run_dir": "/_", "parent": "/_", "point": "p"})
             self._checked[sig] = json.dumps(to_dict(from_dict(cfg)))
-        cfg = json.loads(self._checked[sig])
+        point: dict[str, Any] = json.loads(self._checked[sig])
         for key in FIXED_FIELDS:
-            cfg[key] = fixed.get(key, StageConfig.__dataclass_fields__[key].default)
-        validate(_dataclass_from_dict(StageConfig, cfg))
-        return cfg
+            point[key] = fixed.get(key, StageConfig.__dataclass_fields__[key].default)
+        validate(_dataclass_from_dict(StageConfig, point))
+        return point
 
 
 # ---------------------------------------------------------------------------------------------------

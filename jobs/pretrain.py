@@ -22,7 +22,7 @@ from simclr.train.loop import Batch
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     train = builders.loader(cfg, split=cfg.data.train_split, mode="two_view")
-    model = builders.simclr_model(cfg, train.num_classes if cfg.pretrain.probe else None)
+    model: nn.Module = builders.simclr_model(cfg, train.num_classes if cfg.pretrain.probe else None)
     model = dist.convert_sync_bn(model)  # global BN (SimCLR sec. 2.4): statistics over all ranks
     n_steps = builders.steps(cfg, len(train))
     temperature = cfg.pretrain.temperature
@@ -76,7 +76,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         vx, vy = embed(features(m), knn_test_batches(), device, channels_last=cl)
         res = {"knn_top1": knn_top1(tx, ty, vx, vy, k=cfg.pretrain.knn_k)}
         if probe:
-            res["probe_top1"] = classify(lambda x: m(x)["probe_logits"], knn_test_batches(), device, channels_last=cl)["top1"]  # type: ignore[index]
+            res["probe_top1"] = classify(lambda x: m(x)["probe_logits"], knn_test_batches(), device, channels_last=cl)["top1"]
         return res
 
     return StageParts(

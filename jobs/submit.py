@@ -188,7 +188,7 @@ def _ranges(indices: list[int]) -> str:
     out: list[str] = []
     idx = sorted(indices)
     start = prev = idx[0]
-    for i in idx[1:] + [None]:  # type: ignore[list-item]
+    for i in [*idx[1:], None]:
         if i is not None and i == prev + 1:
             prev = i
             continue
