@@ -159,10 +159,11 @@ def read_metrics(path: str | Path) -> MetricsRead:
     return out
 
 
-# Typed as taking any record: a record that is not a dict makes them raise, which sends it to the careful path.
-_GET_KEY: Callable[[Any], tuple[str, str]] = operator.itemgetter("split", "name")
-_GET_STEP: Callable[[Any], int] = operator.itemgetter("step")
-_GET_VALUE: Callable[[Any], float] = operator.itemgetter("value")
+# Typed as taking and giving anything: a record that is not a dict makes them raise, and _series_fast checks the
+# types of what they return; either sends the file to the careful path.
+_GET_KEY: Callable[[Any], Any] = operator.itemgetter("split", "name")
+_GET_STEP: Callable[[Any], Any] = operator.itemgetter("step")
+_GET_VALUE: Callable[[Any], Any] = operator.itemgetter("value")
 
 
 def _series_fast(records: list[object]) -> dict[tuple[str, str], MetricSeries] | None:
