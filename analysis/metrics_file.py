@@ -87,8 +87,8 @@ def read_metrics(path: str | Path) -> MetricsRead:
     """Read ``metrics.jsonl`` into per-``(split, name)`` series.
 
     Tolerates, each with a line in ``problems``: a truncated last line (ignored), a bad line in the
-    middle (skipped), records lacking a key or with a non-numeric value (skipped). A missing file
-    raises ``FileNotFoundError`` (the caller decides whether that is a problem).
+    middle (skipped), records lacking a key, with a non-numeric value or with a step that is not a whole
+    number (skipped). A missing file raises ``FileNotFoundError`` (the caller decides whether that is a problem).
     """
     raw = Path(path).read_bytes()
     out = MetricsRead()
@@ -141,13 +141,17 @@ def read_metrics(path: str | Path) -> MetricsRead:
         try:
             if None in values:  # numpy would turn a null into NaN silently
                 raise TypeError("null value")
+            if not all(map(_is_step, steps)):  # int64 would truncate 1.5 to 1 silently
+                raise TypeError("non-integer step")
             v = np.asarray(values, dtype=np.float64)
             s = np.asarray(steps, dtype=np.int64)
         except (TypeError, ValueError, OverflowError):
-            # Rare: a null or a string among the values. Keep the numeric ones, say how many went.
-            pairs = [(st, va) for st, va in zip(steps, values) if _is_number(st) and _is_number(va)]
+            # Rare: a null or a string among the values, or a step that is not a whole number. Keep the
+            # rest, say how many went.
+            pairs = [(int(st), va) for st, va in zip(steps, values) if _is_step(st) and _is_number(va)]
             out.problems.append(
-                f"{len(values) - len(pairs)} non-numeric value(s) of {split}/{name} skipped"
+                f"{len(values) - len(pairs)} record(s) of {split}/{name} with a non-numeric value or a "
+                f"non-integer step skipped"
             )
             if not pairs:
                 continue
@@ -174,7 +178,9 @@ def _series_fast(records: list[object]) -> dict[tuple[str, str], MetricSeries] |
     """
     try:
         keys = list(map(_GET_KEY, records))
-        steps = np.asarray(list(map(_GET_STEP, records)), dtype=np.int64)
+        steps = np.asarray(list(map(_GET_STEP, records)))
+        if steps.dtype.kind != "i":  # a fractional or boolean step: int64 would truncate it silently
+            return None
         values_list = list(map(_GET_VALUE, records))
         if None in values_list:  # numpy would turn a null into NaN silently
             return None
@@ -192,6 +198,13 @@ def _series_fast(records: list[object]) -> dict[tuple[str, str], MetricSeries] |
 
 def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_step(x: object) -> bool:
+    """A whole number (an int, or a float such as 100.0 from another writer); not a bool, not 1.5."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, int) or (isinstance(x, float) and math.isfinite(x) and x.is_integer())
 
 
 def downsample(series: MetricSeries, max_points: int) -> tuple[np.ndarray, np.ndarray]:

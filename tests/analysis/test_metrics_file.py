@@ -10,7 +10,7 @@ import pytest
 from analysis.metrics_file import MetricSeries, downsample, is_lower_better, read_metrics
 
 
-def _line(step: int, name: str, value: float, split: str = "train") -> str:
+def _line(step: float, name: str, value: float, split: str = "train") -> str:
     return json.dumps({"step": step, "epoch": 0, "stage": "pretrain", "split": split, "name": name,
                        "value": value, "time": 1.0}) + "\n"
 
@@ -59,7 +59,27 @@ def test_records_without_keys_or_numbers_are_skipped(tmp_path: Path) -> None:
     m = read_metrics(p)
     assert m.series[("train", "loss")].steps.tolist() == [0, 3]
     assert any("2 record(s)" in q for q in m.problems)
-    assert any("1 non-numeric" in q for q in m.problems)
+    assert any("1 record(s) of train/loss with a non-numeric value" in q for q in m.problems)
+
+
+def test_non_integer_steps_are_skipped_not_truncated(tmp_path: Path) -> None:
+    # int64 used to truncate step 1.5 to 1 (and true to 1) silently, on both read paths.
+    p = tmp_path / "metrics.jsonl"
+    p.write_text(_line(0, "loss", 3.0) + _line(1.5, "loss", 2.0) + _line(2.0, "loss", 1.0)
+                 + _line(True, "loss", 0.5) + _line(3, "loss", 0.25))
+    m = read_metrics(p)
+    loss = m.series[("train", "loss")]
+    assert loss.steps.tolist() == [0, 2, 3] and loss.values.tolist() == [3.0, 1.0, 0.25]
+    assert any("2 record(s) of train/loss" in q and "non-integer step" in q for q in m.problems)
+
+
+def test_fractional_steps_leave_the_other_series_whole(tmp_path: Path) -> None:
+    p = tmp_path / "metrics.jsonl"
+    p.write_text(_line(0, "loss", 3.0) + _line(1, "loss", 2.0) + _line(0, "top1", 1.0, "val")
+                 + _line(0.5, "top1", 2.0, "val"))
+    m = read_metrics(p)
+    assert m.series[("train", "loss")].steps.tolist() == [0, 1]
+    assert m.series[("val", "top1")].steps.tolist() == [0]
 
 
 def test_nan_values_do_not_win_best(tmp_path: Path) -> None:
