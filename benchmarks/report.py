@@ -24,8 +24,8 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import numpy as np

@@ -21,11 +21,11 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from jobs.structured import merge_onto
+from jobs.structured import merge_onto, plain_dict
 
 EXECUTORS = ("slurm", "local")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -145,9 +145,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> ClusterP
     if not path.is_file():
         known = sorted(q.stem for q in path.parent.glob("*.yaml"))
         raise ValueError(f"cluster profile '{name}': no file {path} (known: {known})")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    assert isinstance(data, dict)
-    fields = cast(dict[str, Any], data)
+    fields = plain_dict(OmegaConf.load(path))
     fields.pop("defaults", None)
     if overrides:
         fields = {**fields, **overrides}

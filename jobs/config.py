@@ -12,12 +12,11 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from jobs.structured import merge_onto
+from jobs.structured import merge_onto, plain_dict
 
 STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
@@ -272,14 +271,12 @@ def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base=None):
             raw = hydra_compose(config_name=stage, overrides=list(overrides or []))
-            data = OmegaConf.to_container(raw, resolve=True)
+            fields = plain_dict(raw)
     except MissingMandatoryValue as e:
         raise ConfigError(f"config key '{e.full_key}' is required") from None
     except ConfigCompositionException as e:
         raise ConfigError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(str(e)) from None
-    assert isinstance(data, dict)
-    fields = cast(dict[str, Any], data)  # a structured config: its keys are field names
     fields["stage"] = stage
     return from_dict(fields)

@@ -27,15 +27,14 @@ import json
 import re
 import typing
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs.cluster import ClusterProfile, profile_from_dict, profile_to_dict
 from jobs.config import STAGES, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.manifest import Task
-from jobs.structured import merge_onto
+from jobs.structured import merge_onto, plain_dict
 from jobs.sweep_schema import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -108,10 +107,9 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
         raise SweepError(f"sweep {name!r}: {e}") from None
     except OmegaConfBaseException as e:
         raise SweepError(f"sweep {name!r}: {e}") from None
-    data = OmegaConf.to_container(raw, resolve=True)
-    assert isinstance(data, dict)
+    data = plain_dict(raw)
     data.pop("defaults", None)
-    cfg = sweep_from_dict(cast(dict[str, Any], data))
+    cfg = sweep_from_dict(data)
     cfg.overrides = list(cfg.overrides) + stage_ov
     return cfg
 
@@ -217,15 +215,13 @@ class PointComposer:
             try:
                 with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
                     raw = hydra_compose(config_name=stage, overrides=list(groups))
-                data = OmegaConf.to_container(raw, resolve=True)
+                self._base[key] = plain_dict(raw)
             except ConfigCompositionException as e:
                 raise SweepError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
             except OmegaConfBaseException as e:
                 raise SweepError(str(e)) from None
-            assert isinstance(data, dict)
-            self._base[key] = cast(dict[str, Any], data)
-        copy: dict[str, Any] = json.loads(json.dumps(self._base[key]))
-        return copy
+        fresh: dict[str, Any] = json.loads(json.dumps(self._base[key]))  # a deep copy the caller may change
+        return fresh
 
     def _parse(self, text: str) -> tuple[bool, str, Any]:
         """(is a group choice, key, value) of one override, parsed once."""

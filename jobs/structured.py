@@ -7,7 +7,7 @@ profiles (``jobs.cluster``) and sweep definitions (``jobs.grid``) all go through
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
@@ -34,3 +34,12 @@ def merge_onto(schema: type[T], data: dict[str, Any], *, label: str, error: type
         raise error(f"{label}: {e}") from None
     assert isinstance(obj, schema)
     return obj
+
+
+def plain_dict(node: Any) -> dict[str, Any]:
+    """A composed or loaded OmegaConf mapping as a plain dict, interpolations resolved (OmegaConf's errors
+    pass through). Its keys are config keys, so strings."""
+    data = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a mapping, got {type(data).__name__}")
+    return cast(dict[str, Any], data)
