@@ -145,7 +145,7 @@ def load_profile(name: str, overrides: dict[str, Any] | None = None) -> ClusterP
     if not path.is_file():
         known = sorted(q.stem for q in path.parent.glob("*.yaml"))
         raise ValueError(f"cluster profile '{name}': no file {path} (known: {known})")
-    fields = plain_dict(OmegaConf.load(path))
+    fields = plain_dict(OmegaConf.load(path), label=f"cluster profile {path}")
     fields.pop("defaults", None)
     if overrides:
         fields = {**fields, **overrides}

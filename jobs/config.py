@@ -271,7 +271,7 @@ def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     try:
         with initialize_config_dir(config_dir=conf_dir, version_base=None):
             raw = hydra_compose(config_name=stage, overrides=list(overrides or []))
-            fields = plain_dict(raw)
+            fields = plain_dict(raw, label=f"stage config {stage!r}", error=ConfigError)
     except MissingMandatoryValue as e:
         raise ConfigError(f"config key '{e.full_key}' is required") from None
     except ConfigCompositionException as e:

@@ -107,7 +107,7 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
         raise SweepError(f"sweep {name!r}: {e}") from None
     except OmegaConfBaseException as e:
         raise SweepError(f"sweep {name!r}: {e}") from None
-    data = plain_dict(raw)
+    data = plain_dict(raw, label=f"sweep {name!r}", error=SweepError)
     data.pop("defaults", None)
     cfg = sweep_from_dict(data)
     cfg.overrides = list(cfg.overrides) + stage_ov
@@ -215,7 +215,7 @@ class PointComposer:
             try:
                 with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
                     raw = hydra_compose(config_name=stage, overrides=list(groups))
-                self._base[key] = plain_dict(raw)
+                self._base[key] = plain_dict(raw, label=f"stage config {stage!r}", error=SweepError)
             except ConfigCompositionException as e:
                 raise SweepError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
             except OmegaConfBaseException as e:

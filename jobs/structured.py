@@ -36,10 +36,11 @@ def merge_onto(schema: type[T], data: dict[str, Any], *, label: str, error: type
     return obj
 
 
-def plain_dict(node: Any) -> dict[str, Any]:
+def plain_dict(node: Any, *, label: str, error: type[ValueError] = ValueError) -> dict[str, Any]:
     """A composed or loaded OmegaConf mapping as a plain dict, interpolations resolved (OmegaConf's errors
-    pass through). Its keys are config keys, so strings."""
+    pass through). Its keys are config keys, so strings. Anything else (a YAML list) raises ``error`` naming
+    ``label`` (the file or config)."""
     data = OmegaConf.to_container(node, resolve=True)
     if not isinstance(data, dict):
-        raise TypeError(f"expected a mapping, got {type(data).__name__}")
+        raise error(f"{label}: expected a mapping of config keys, got a {type(data).__name__}")
     return cast(dict[str, Any], data)

@@ -108,3 +108,14 @@ def test_make_executor_validates_before_anything(tmp_path) -> None:
     with pytest.raises(ValueError, match="'partition'"):
         make_executor(bad, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_profile_file_that_is_not_a_mapping_is_refused_naming_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobs.cluster
+
+    folder = tmp_path / "jobs" / "conf" / "cluster"
+    folder.mkdir(parents=True)
+    (folder / "listy.yaml").write_text("- partition: gpu\n- nodes: 2\n")
+    monkeypatch.setattr(jobs.cluster, "REPO_ROOT", tmp_path)
+    with pytest.raises(ValueError, match=r"cluster profile .*listy\.yaml: expected a mapping of config keys, got a list"):
+        load_profile("listy")
