@@ -18,6 +18,7 @@ from typing import Any
 
 from jobs.launch import pipeline_state_path
 from jobs.manifest import read_jobs
+from jobs.slurm_queue import QUERY_FAILED
 from jobs.submit import job_states
 
 
@@ -40,7 +41,8 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     for r in records:
         jid = str(r["job_id"])
         st = states.get(jid)
-        if st is None or not (st.active or st.state == "PENDING"):
+        # QUERY_FAILED: squeue did not answer; cancel it anyway (scancel of an ended job is harmless).
+        if st is None or not (st.active or st.state in ("PENDING", QUERY_FAILED)):
             continue
         if r.get("executor") == "local":
             if str(r["pipeline"]) not in pipelines:

@@ -24,7 +24,7 @@ from jobs.submit import Plan, Submission, current_records, plan, submit, submit_
 def resume_plan(sweep_dir: str | Path) -> Plan:
     """What ``resume`` would submit now (reads the sweep folder and SLURM; submits nothing)."""
     manifest = read_manifest(sweep_dir)
-    records, states = current_records(sweep_dir)
+    records, states = current_records(sweep_dir, require_live=True)
     return plan(manifest, records, states)
 
 
@@ -32,7 +32,7 @@ def run_resume(sweep_dir: str | Path, *, dry_run: bool = False, printer: Any = p
                runner: str = DEFAULT_RUNNER) -> Submission:
     manifest = read_manifest(sweep_dir)
     with submit_lock(manifest.sweep_dir):
-        records, states = current_records(sweep_dir)
+        records, states = current_records(sweep_dir, require_live=True)
         p = plan(manifest, records, states)
         printer(f"[resume] {manifest.name}: {p.summary()}")
         if not p.submit:

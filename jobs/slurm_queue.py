@@ -6,6 +6,15 @@ pending array tasks into ranges (``123_[5-9,12%4]``) and, with ``--duplicates``,
 attempt of a requeued task (state ``REQUEUED``/``PREEMPTED``): the attempts are counted as requeues.
 Finished jobs leave ``squeue`` after ``MinJobAge``; ``sacct`` keeps them. A task found in neither (a
 pending array task cancelled before it ever ran leaves no record at all) is ``UNKNOWN``.
+
+When ``squeue`` answered, a job it does not list is not queued or running, whatever ``sacct`` says:
+slurmdbd can lag behind a job that just died (out of memory, node failure) or keep a stale ``RUNNING``
+record, and trusting it would leave a dead task unsubmitted forever. Such a job is ``UNKNOWN`` with the
+stale record named in its reason. When ``squeue`` could not be read at all, nothing is known about what
+is live: jobs without an accounting record are ``QUERY_FAILED`` (not final: ``status --watch`` keeps
+polling), and :func:`query` with ``require_live=True`` (what a submission plans on) raises
+:class:`QueueUnavailable` instead, so that a busy controller never makes a resume submit running tasks
+a second time.
 """
 
 from __future__ import annotations
@@ -26,6 +35,12 @@ ACTIVE_STATES = frozenset(
 # Pending reasons meaning "this will never start": resume cancels and resubmits such tasks.
 DEAD_REASONS = frozenset({"DependencyNeverSatisfied"})
 _ARRAY = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]+)\]$")
+# A job whose state could not be learnt because squeue failed (see the module docstring).
+QUERY_FAILED = "QUERY_FAILED"
+
+
+class QueueUnavailable(ValueError):
+    """SLURM's live queue could not be read: nothing may be planned on a guess (the message says why)."""
 
 
 @dataclass
@@ -110,39 +125,48 @@ def slurm_available() -> bool:
     return shutil.which("sacct") is not None and shutil.which("squeue") is not None
 
 
-def query(job_ids: list[str], timeout_s: float = 60.0) -> dict[str, JobState]:
-    """Current state of each id in ``job_ids`` (``UNKNOWN`` when SLURM has no record of it)."""
+def _run(cmd: list[str], timeout_s: float) -> tuple[str | None, str]:
+    """stdout of ``cmd``, or None and why it failed (exit status, stderr, time-out)."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"{cmd[0]} did not answer within {timeout_s:g} s"
+    except OSError as e:
+        return None, f"{cmd[0]}: {e}"
+    if p.returncode != 0:
+        return None, f"{cmd[0]} exited {p.returncode}: {p.stderr.strip()[:300]}"
+    return p.stdout, ""
+
+
+def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = False) -> dict[str, JobState]:
+    """Current state of each id in ``job_ids`` (``UNKNOWN`` when SLURM has no record of it).
+
+    ``require_live``: raise :class:`QueueUnavailable` when ``squeue`` cannot be read, instead of answering
+    from the accounting alone (see the module docstring).
+    """
     result = {j: JobState(j, "UNKNOWN") for j in job_ids}
     if not job_ids or not slurm_available():
         return result
     ids = ",".join(query_ids(job_ids))
-    acct: dict[str, JobState] = {}
-    try:
-        p = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-D", "-j", ids, "-o", "JobID,State,Reason,ExitCode"],
-            capture_output=True, text=True, timeout=timeout_s,
-        )
-        if p.returncode == 0:
-            acct = parse_sacct(p.stdout)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    live: dict[str, JobState] = {}
-    try:
-        # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory.
-        p = subprocess.run(
-            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"],
-            capture_output=True, text=True, timeout=timeout_s,
-        )
-        if p.returncode == 0:
-            live = parse_squeue(p.stdout)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
+    out, _ = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ids, "-o", "JobID,State,Reason,ExitCode"], timeout_s)
+    acct = parse_sacct(out) if out is not None else {}
+    # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory.
+    out, why = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"], timeout_s)
+    if out is None and require_live:
+        raise QueueUnavailable(f"cannot read SLURM's queue ({why}); nothing was submitted or cancelled, "
+                               "try again when the controller answers")
+    live = parse_squeue(out) if out is not None else {}
     for j in job_ids:
         a, q = acct.get(j), live.get(j)
         if q is not None:
             # The queue is the live truth; the accounting adds the requeue count and exit code.
             result[j] = JobState(j, q.state, q.reason, a.exit_code if a else "", a.requeues if a else 0,
                                  q.dependency)
+        elif out is None:
+            result[j] = a if a is not None else JobState(j, QUERY_FAILED, why)
+        elif a is not None and a.state in ACTIVE_STATES:
+            result[j] = JobState(j, "UNKNOWN", f"accounting says {a.state}, not in the queue", a.exit_code,
+                                 a.requeues)
         elif a is not None:
             result[j] = a
     return result

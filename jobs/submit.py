@@ -119,10 +119,15 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def job_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[str, JobState]:
-    """Job id -> state for every record (one sacct + one squeue call for the SLURM ones)."""
+def job_states(sweep_dir: str | Path, records: list[dict[str, Any]], *,
+               require_live: bool = False) -> dict[str, JobState]:
+    """Job id -> state for every record (one sacct + one squeue call for the SLURM ones).
+
+    ``require_live``: raise :class:`~jobs.slurm_queue.QueueUnavailable` when SLURM's queue cannot be read
+    (a plan must not take a running task for a dead one).
+    """
     slurm_ids = [str(r["job_id"]) for r in records if r.get("executor", "slurm") == "slurm"]
-    out = query(sorted(set(slurm_ids)))
+    out = query(sorted(set(slurm_ids)), require_live=require_live)
     out.update(local_states(sweep_dir, records))
     return out
 
@@ -391,6 +396,8 @@ def _submit_local(manifest: Manifest, p: Plan, sub: Submission, *, report: bool,
     return sub
 
 
-def current_records(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, JobState]]:
+def current_records(sweep_dir: str | Path, *,
+                    require_live: bool = False) -> tuple[list[dict[str, Any]], dict[str, JobState]]:
+    """The sweep's job records and their states (``require_live``: see :func:`job_states`)."""
     records = read_jobs(sweep_dir)
-    return records, job_states(sweep_dir, records)
+    return records, job_states(sweep_dir, records, require_live=require_live)

@@ -88,7 +88,7 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
                 printer(f"[sweep] note: {len(gone)} task(s) of the previous manifest are not in this grid; "
                         "their run folders are kept")
         write_manifest(sweep_dir, manifest)
-        records, states = current_records(sweep_dir)
+        records, states = current_records(sweep_dir, require_live=True)
         p = plan(manifest, records, states)
         printer(f"[sweep] {manifest.name}: {len(manifest.tasks)} tasks in {manifest.stages}; {p.summary()}")
         if not p.submit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,24 @@ def test_resume_dry_run_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_resume_of_a_folder_that_is_not_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert resume_mod.main([str(tmp_path)]) == 2 and "manifest.json" in capsys.readouterr().err
+
+
+def test_resume_refuses_to_plan_when_the_queue_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A busy controller (squeue times out) must not make resume resubmit tasks that are running."""
+    import subprocess
+
+    from jobs import slurm_queue
+
+    sweep_dir = _sweep(tmp_path)
+    append_jobs(sweep_dir, [{"key": "finetune/b1", "job_id": "7_0", "executor": "slurm"}])
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        if cmd[0] in ("sacct", "squeue"):
+            raise subprocess.TimeoutExpired(cmd, 60)
+        raise AssertionError(f"nothing may be submitted or cancelled: {cmd}")
+
+    monkeypatch.setattr(slurm_queue, "slurm_available", lambda: True)
+    monkeypatch.setattr(slurm_queue.subprocess, "run", run)
+    assert resume_mod.main([str(sweep_dir)]) == 2
+    assert "cannot read SLURM's queue (squeue did not answer" in capsys.readouterr().err

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
+from jobs import slurm_queue
 from jobs.slurm_queue import JobState, expand_job_id, parse_sacct, parse_squeue, query_ids
 
 
@@ -41,3 +46,40 @@ def test_squeue_and_dead_dependencies() -> None:
     assert s["7_1"].active and s["7_1"].dependency.startswith("afterok:6_1")
     assert not s["7_2"].active  # will never start: resume cancels and resubmits it
     assert s["8"].state == "RUNNING" and s["8"].reason == ""
+
+
+def _fake_slurm(monkeypatch: pytest.MonkeyPatch, sacct: tuple[int, str] | None,
+                squeue: tuple[int, str] | None) -> None:
+    """sacct/squeue answer (rc, stdout), or time out (None)."""
+    import subprocess
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        out = {"sacct": sacct, "squeue": squeue}[cmd[0]]
+        if out is None:
+            raise subprocess.TimeoutExpired(cmd, kw.get("timeout", 0))
+        return subprocess.CompletedProcess(cmd, out[0], out[1], "slurm_load_jobs error" if out[0] else "")
+
+    monkeypatch.setattr(slurm_queue, "slurm_available", lambda: True)
+    monkeypatch.setattr(slurm_queue.subprocess, "run", run)
+
+
+def test_a_stale_running_record_is_not_taken_for_a_live_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job died seconds ago (out of memory); slurmdbd has not recorded its end yet, squeue no longer lists it.
+    _fake_slurm(monkeypatch, (0, "100_0|RUNNING|None|0:0\n100_1|COMPLETED|None|0:0\n"), (0, "100_2|PENDING|None|\n"))
+    s = slurm_queue.query(["100_0", "100_1", "100_2"])
+    assert s["100_0"].state == "UNKNOWN" and not s["100_0"].active and "RUNNING" in s["100_0"].reason
+    assert s["100_1"].state == "COMPLETED" and s["100_2"].state == "PENDING" and s["100_2"].active
+
+
+@pytest.mark.parametrize("squeue", [None, (1, "")], ids=["timeout", "error"])
+def test_an_unreadable_queue_is_never_taken_for_an_empty_one(monkeypatch: pytest.MonkeyPatch,
+                                                            squeue: tuple[int, str] | None) -> None:
+    _fake_slurm(monkeypatch, (1, ""), squeue)
+    s = slurm_queue.query(["100_0", "101_0"])
+    # Not UNKNOWN (that is final: status --watch would stop, a plan would resubmit running tasks).
+    assert {v.state for v in s.values()} == {slurm_queue.QUERY_FAILED} and s["100_0"].reason
+    with pytest.raises(slurm_queue.QueueUnavailable, match="squeue"):
+        slurm_queue.query(["100_0"], require_live=True)
+    # With the accounting readable, its (possibly stale) record is the best there is for a status table.
+    _fake_slurm(monkeypatch, (0, "100_0|RUNNING|None|0:0\n"), squeue)
+    assert slurm_queue.query(["100_0"])["100_0"].state == "RUNNING"

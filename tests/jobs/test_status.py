@@ -38,7 +38,7 @@ def _sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm: dict[str, Job
     append_jobs(tmp_path, [{"key": k, "job_id": f"5_{i}", "executor": "slurm", "stage": k.split("/")[0]}
                            for i, k in enumerate(keys[:4])])
     append_jobs(tmp_path, [{"key": None, "job_id": "7", "executor": "slurm", "stage": "report"}])
-    monkeypatch.setattr(submit_mod, "query", lambda ids: {i: slurm.get(i, JobState(i, "UNKNOWN")) for i in ids})
+    monkeypatch.setattr(submit_mod, "query", lambda ids, **kw: {i: slurm.get(i, JobState(i, "UNKNOWN")) for i in ids})
     return tmp_path
 
 
