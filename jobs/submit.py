@@ -59,6 +59,10 @@ from jobs.slurm_queue import JobState, query
 from jobs.sweep_schema import STAGE_ORDER
 
 
+# How long the per-task dependency update (and its read-back) may take before the submission goes on without it.
+NARROW_TIMEOUT_S = 120.0
+
+
 @dataclass
 class Plan:
     """What a submission will do. ``deps`` maps a task key to the key of the parent it must wait for
@@ -269,7 +273,8 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
         sub.arrays[stage] = array_id
         for t, j in zip(tasks, jobs):
             sub.job_ids[t.key] = str(j.job_id)
-        _narrow_dependencies(array_id, tasks, targets, dependency, sub)
+        # Recorded at once: whatever happens next (a slow scontrol, Ctrl-C), a queued array that is not in
+        # jobs.jsonl would be submitted a second time by the next sweep or resume.
         append_jobs(sweep_dir, [
             {"time": time.time(), "submission": sub.submission_id, "executor": "slurm", "stage": stage,
              "key": t.key, "run_dir": t.run_dir, "job_id": sub.job_ids[t.key], "array_job_id": array_id,
@@ -277,6 +282,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
              "log_dir": str(folder).replace("%j", sub.job_ids[t.key])}
             for i, t in enumerate(tasks)
         ])
+        _narrow_dependencies(array_id, tasks, targets, dependency, sub)
     if report and manifest.report.get("enabled", True) and (stages or dry_run):
         after = sorted(set(sub.arrays.values()) | set(p.queued.values()))
         dependency = "afterany:" + ":".join(after) if after else None
@@ -310,14 +316,25 @@ def _narrow_dependencies(array_id: str, tasks: list[Task], targets: dict[str, st
     if not groups:
         return
     lines = [f"update jobid={array_id}_[{_ranges(idx)}] dependency={dep}" for dep, idx in groups.items()]
-    r = subprocess.run(["scontrol"], input="\n".join(lines) + "\nquit\n", capture_output=True, text=True,
-                       timeout=120)
+    # A failure here only leaves the coarse whole-array dependency (later, never wrong; the task itself
+    # also checks its parent): a warning, not an error that would abandon the rest of the submission.
+    try:
+        r = subprocess.run(["scontrol"], input="\n".join(lines) + "\nquit\n", capture_output=True, text=True,
+                           timeout=NARROW_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        sub.warnings.append(f"scontrol dependency updates for array {array_id} failed ({e}): its tasks keep "
+                            f"the whole-array dependency {coarse}")
+        return
     errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
     if r.returncode != 0 or errors:
         sub.warnings.append(f"scontrol dependency updates for array {array_id}: rc={r.returncode} {errors}")
     # Read back: SLURM drops a dependency on a job it forgot without a word.
-    q = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i|%E"], capture_output=True, text=True,
-                       timeout=60)
+    try:
+        q = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i|%E"], capture_output=True,
+                           text=True, timeout=NARROW_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        sub.warnings.append(f"could not read back the dependencies of array {array_id} ({e})")
+        return
     seen = dict(line.split("|", 1) for line in q.stdout.splitlines() if "|" in line)
     for i, t in enumerate(tasks):
         if t.key not in targets:

@@ -3,6 +3,7 @@ with a small contract-following stage (the real stages on the real cluster: test
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -96,3 +97,34 @@ def test_local_executor_sweep_failure_rerun_and_resume(tmp_path: Path) -> None:
     assert run_resume(sweep, runner=FAKE).job_ids == {}
     assert sweep_mod.run_sweep("tiny", ov, runner=FAKE).job_ids == {}
     assert len(read_jobs(sweep)) == n_jobs
+
+
+@pytest.mark.cluster
+def test_a_hanging_scontrol_loses_no_queued_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The per-task dependency update times out (a busy controller): the arrays are already queued, so they
+    must be in jobs.jsonl (else the next sweep or resume queues them twice) and the submission goes on."""
+    from jobs import submit as submit_mod
+    from jobs.cancel import cancel
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "scontrol").write_text("#!/bin/sh\nsleep 30\n")
+    (shim / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    monkeypatch.setattr(submit_mod, "NARROW_TIMEOUT_S", 1.0)
+    sweep = tmp_path / "sw"
+    # held for an hour: nothing runs, only what was queued is looked at
+    ov = [f"sweep_dir={sweep}", "data.root=/d", "+cluster.sbatch.begin=now+1hour"]
+    try:
+        sub = sweep_mod.run_sweep("tiny", ov, runner=FAKE)
+        assert sub.sbatch_calls == 3 and sub.report is not None  # pretrain, finetune and the report still queued
+        assert any("scontrol dependency updates" in w and "failed" in w for w in sub.warnings)
+        recorded = {r["key"]: r["job_id"] for r in read_jobs(sweep) if r.get("key")}
+        assert recorded == sub.job_ids and len(recorded) == 6
+        assert "WARNING" in capsys.readouterr().out
+        # a rerun finds everything queued and submits nothing
+        assert sweep_mod.run_sweep("tiny", ov, runner=FAKE).job_ids == {}
+    finally:
+        if (sweep / "jobs.jsonl").is_file():
+            cancel(sweep)
