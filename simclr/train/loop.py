@@ -132,7 +132,9 @@ def fit(
 
     # ---- resume ---------------------------------------------------------------------------------
     step, epoch, batch_in_epoch, restarts, wall_before = 0, 0, 0, 0, 0.0
-    loaded = ckpt.load_latest(run.checkpoints, map_location=device)
+    # Loaded on the CPU: load_state_dict copies onto the model's device and the optimizer moves its state
+    # to its parameters' devices, while RNG states must stay CPU byte tensors (on cuda:k they break resume).
+    loaded = ckpt.load_latest(run.checkpoints, map_location="cpu")
     if loaded is not None:
         state, path = loaded
         model.load_state_dict(state["model"], strict=True)

@@ -45,7 +45,8 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
 
 
-def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_every: int = 4) -> dict:
+def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_every: int = 4,
+          device: str = "cpu") -> dict:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loader = ArrayLoader()
@@ -74,13 +75,13 @@ def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_ev
             step_fn=step_fn,
             settings=LoopSettings(epochs=epochs, log_every=1, checkpoint_every=ckpt_every, keep_checkpoints=2, channels_last=False),
             config={"stage": "test"},
-            device=torch.device("cpu"),
+            device=torch.device(device),
             evaluators=(lambda m, e: {"val_w": float(m[0].weight.sum())},),
             final_eval=lambda m: {"top1": 50.0},
         )
     finally:
         preempt.clear()
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "status": res.status}
+    return {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "status": res.status}
 
 
 def metric_values(run_dir: Path) -> list[tuple]:
@@ -104,6 +105,32 @@ def test_resume_is_bit_identical(tmp_path: Path, stops: list[int]) -> None:
     assert metric_values(run) == metric_values(tmp_path / "ref")
     assert out["status"]["restarts"] == len(stops)
     assert out["status"]["step"] == ref["status"]["step"] == 15
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_is_bit_identical(tmp_path: Path) -> None:
+    """A checkpoint written on the GPU resumes there (its RNG states came back as CUDA tensors and broke
+    ``set_rng_state`` when the loop loaded it with ``map_location=device``)."""
+    ref = train(tmp_path / "ref", device="cuda")
+    with pytest.raises(preempt.PreemptionRequested):
+        train(tmp_path / "run", stop_at=5, device="cuda")
+    out = train(tmp_path / "run", device="cuda")
+    assert out["status"]["restarts"] == 1
+    for k, v in ref["state"].items():
+        assert torch.equal(v, out["state"][k]), k
+
+
+def test_rng_state_restores_from_tensors_loaded_anywhere() -> None:
+    """``set_rng_state`` takes the saved states whatever device a load put them on (CPU copies are made)."""
+    saved = ckpt.rng_state()
+    a = torch.rand(3)
+    ckpt.set_rng_state(saved)
+    assert torch.equal(torch.rand(3), a)
+    if torch.cuda.is_available():
+        moved = {**saved, "torch": saved["torch"].cuda(), "numpy": [saved["numpy"][0], saved["numpy"][1].cuda(),
+                                                                    *saved["numpy"][2:]]}
+        ckpt.set_rng_state(moved)
+        assert torch.equal(torch.rand(3), a)
 
 
 def test_done_status_written_last_and_final_checkpoint(tmp_path: Path) -> None:
