@@ -39,14 +39,20 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         }
         if probe:
             y = batch["label"].repeat(2)
-            keep = y >= 0
-            if bool(keep.any()):
-                pl = out["probe_logits"].float()
-                probe_loss = F.cross_entropy(pl[keep], y[keep])
-                # The probe sees detached features: this adds to the loss without touching the encoder.
-                loss = loss + probe_loss
-                metrics["probe_loss"] = probe_loss.detach()
-                metrics["probe_top1"] = (pl[keep].argmax(1) == y[keep]).float().mean().detach() * 100
+            keep = (y >= 0).float()
+            n = keep.sum()
+            pl = out["probe_logits"].float()
+            # A masked mean, added even when this rank's batch holds no label (then 0): under DDP every rank
+            # must use the probe's parameters every step, or the gradient reduction fails on the next one.
+            # The probe sees detached features: this adds to the loss without touching the encoder.
+            ce = F.cross_entropy(pl, y.clamp(min=0), reduction="none")
+            probe_loss = (ce * keep).sum() / n.clamp(min=1)
+            loss = loss + probe_loss
+            # NaN = not measured on this rank: the loop averages over the ranks that measured it.
+            nan = torch.full_like(n, float("nan"))
+            metrics["probe_loss"] = torch.where(n > 0, probe_loss.detach(), nan)
+            hit = ((pl.argmax(1) == y).float() * keep).sum()
+            metrics["probe_top1"] = torch.where(n > 0, hit / n.clamp(min=1) * 100, nan).detach()
         return loss, metrics
 
     cl = cfg.train.channels_last

@@ -260,13 +260,21 @@ def _batch_size(batch: Batch) -> int:
 
 
 def _global_mean(metrics: Mapping[str, torch.Tensor | float], device: torch.device) -> dict[str, float]:
-    """Metrics of the GLOBAL batch: each rank computed them on its share, so average over ranks."""
+    """Metrics of the GLOBAL batch: each rank computed them on its share, so average over ranks.
+
+    Every rank must report the same names. For a metric other than the loss a NaN means "not measured on
+    this rank's share" (e.g. no labelled sample for the online probe): it is averaged over the ranks that
+    measured it, and one that no rank measured is left out. A NaN loss on any rank stays NaN (divergence).
+    """
     names = list(metrics)
-    t = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=device)
+    v = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64, device=device)
+    seen = (~v.isnan()).double()
+    strict = torch.tensor([k == "loss" for k in names], device=device)
+    t = torch.cat([torch.where(strict, v, torch.nan_to_num(v, nan=0.0)), torch.where(strict, 1.0, seen)])
     if dist.is_distributed():
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
-        t /= dist.world_size()
-    return dict(zip(names, t.tolist()))
+    total, count = t[: len(names)], t[len(names):]
+    return {k: s / c for k, s, c in zip(names, total.tolist(), count.tolist()) if c > 0}
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:

@@ -116,3 +116,32 @@ def test_the_same_two_rank_run_as_a_two_node_slurm_job(tiny_root: Path, tmp_path
     status = json.loads((tmp_path / "two" / "status.json").read_text())
     assert status["world_size"] == 2
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4, abs=1e-4)
+
+
+def test_two_ranks_pretrain_on_mostly_unlabelled_images(tmp_path: Path) -> None:
+    """The online probe under DDP when a rank's batch holds no label: the probe's parameters must still take
+    part in every step (the gradient reduction failed on the next step: 'Expected to have finished reduction'),
+    and its metrics average over the ranks that measured them."""
+    import numpy as np
+
+    from simclr.data.shards import write_shards
+    from simclr.data.sources import array_samples
+    from simclr.data.sources.fashion_mnist import fashion_mnist_samples
+
+    src = fashion_mnist_samples("test")
+    root = tmp_path / "data"
+    labels = np.full(240, -1, dtype=np.int64)
+    labels[:3] = src.labels[:3]  # 3 labelled images of 240: most per-rank batches have none
+    names = list(src.class_names)
+    write_shards(array_samples(src.images[:240], labels, names, key_prefix="tr"), root, split="train", max_count=64)
+    write_shards(array_samples(src.images[240:340], src.labels[240:340], names, key_prefix="te"), root,
+                 split="test", max_count=64)
+    cfg = to_dict(compose("pretrain", [f"run_dir={tmp_path / 'two'}", f"data.root={root}", *TINY]))
+    procs = launch(cfg, 2)
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    probe = [r["value"] for r in rows if r["split"] == "train" and r["name"] == "probe_top1"]
+    assert len(losses(tmp_path / "two")) == 7 and 0 < len(probe) < 7  # logged at the steps some rank measured it
+    assert all(0.0 <= v <= 100.0 for v in probe)
