@@ -110,8 +110,28 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     data = plain_dict(raw, label=f"sweep {name!r}", error=SweepError)
     data.pop("defaults", None)
     cfg = sweep_from_dict(data)
-    cfg.overrides = list(cfg.overrides) + stage_ov
+    cfg.final_overrides = list(cfg.final_overrides) + stage_ov
+    _check_final_overrides(cfg)
     return cfg
+
+
+def _check_final_overrides(sweep: SweepConfig) -> None:
+    """Overrides that no point would honour are refused, naming the override (see ``final_overrides``)."""
+    for ov in [*sweep.overrides, *sweep.final_overrides]:
+        key = _override_key(ov)
+        if key in FIXED_FIELDS:
+            raise SweepError(f"override {ov!r}: '{key}' is set per point by the sweep; "
+                             + ("give seeds in the grid blocks, e.g. 'stages.pretrain.grid=[{seeds:[0,1,2]}]'"
+                                if key == "seed" else "it cannot be overridden"))
+    for ov in sweep.final_overrides:
+        key = _override_key(ov)
+        for stage, st in sweep.stages.items():
+            for b, block in enumerate(st.grid):
+                if key in block.axes:
+                    raise SweepError(
+                        f"override {ov!r}: '{key}' is an axis of the sweep (stages.{stage}.grid[{b}].axes: "
+                        f"{block.axes[key]}); change the grid instead, e.g. "
+                        f"'stages.{stage}.grid=[{{axes:{{{key}:[...]}}}}]', or write a sweep definition")
 
 
 def sweep_from_dict(data: dict[str, Any]) -> SweepConfig:
@@ -445,7 +465,12 @@ def _make_task(
         parts = [axis_label(k, v) for k, v in axes.items()]
     point = "-".join(parts) if parts else stage
     base_ov = list(sweep.overrides) + list(st.overrides) + list(block.overrides) + inh_values
-    axis_ov = [f"{k}={render_value(v)}" for k, v in own.items()]
+    axis_ov = [f"{k}={render_value(v)}" for k, v in own.items()] + list(sweep.final_overrides)
+    for ov in [*st.overrides, *block.overrides]:
+        if _override_key(ov) in FIXED_FIELDS:
+            raise SweepError(f"sweep definition stages.{stage}: override {ov!r} (stage or {where} overrides) "
+                             f"sets '{_override_key(ov)}', which the sweep sets per point (seeds: give them in "
+                             "the grid block)")
     # No `sweep=` override: the key collides with the `sweep/` config group, so Hydra would read it as a
     # group choice; the field is set on the composed config instead.
     fixed = [f"seed={seed}", f"point={render_value(point)}"]

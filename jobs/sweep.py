@@ -11,8 +11,9 @@
 
 The definition is composed with Hydra's compose API (not ``@hydra.main``: no working-directory change,
 no blocking launcher -- Hydra's submitit launcher waits for every job, a sweep must survive the login
-shell). Overrides whose first key is a stage config field go to every point of every stage; the others
-edit the sweep definition. Every point's config is composed and validated BEFORE anything is submitted:
+shell). Overrides whose first key is a stage config field go to every point of every stage, applied last
+(over the definition's stage and block overrides; one naming a grid axis or a per-point field such as
+``seed`` is refused); the others edit the sweep definition. Every point's config is composed and validated BEFORE anything is submitted:
 one bad key fails the whole sweep with the key named and nothing queued.
 
 Then: ``manifest.json`` is written (atomically), ONE array job per stage is submitted with per-task

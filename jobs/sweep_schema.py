@@ -84,5 +84,9 @@ class SweepConfig:
     sweep_dir: str = "???"
     cluster: ClusterProfile = field(default_factory=ClusterProfile)
     overrides: list[str] = field(default_factory=list)  # Hydra overrides for every point of every stage
+    # The command line's stage-config overrides: every point of every stage, applied LAST (over the stages'
+    # and blocks' own overrides: the user's last word). One that sets a grid axis is an error (it would
+    # collapse or silently lose the axis), so is one of the per-point fields (seed, run_dir, parent, point).
+    final_overrides: list[str] = field(default_factory=list)
     stages: dict[str, StageSweep] = field(default_factory=dict)
     report: ReportSweep = field(default_factory=ReportSweep)

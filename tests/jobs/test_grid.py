@@ -169,7 +169,7 @@ def test_cli_overrides_split_between_definition_and_stage_configs() -> None:
 def test_shipped_sweeps_compose(tmp_path: Path) -> None:
     tiny = compose_sweep("tiny", [f"sweep_dir={tmp_path}", "data.root=/d", "cluster=local_executor",
                                   "train.max_steps=2"])
-    assert tiny.cluster.executor == "local" and "train.max_steps=2" in tiny.overrides
+    assert tiny.cluster.executor == "local" and "train.max_steps=2" in tiny.final_overrides
     tasks = expand(tiny)
     assert len(tasks) == 6 and all(t.config["train"]["max_steps"] == 2 for t in tasks)
     demo = expand(compose_sweep("demo", [f"sweep_dir={tmp_path}", "data.root=/d"]))
@@ -180,6 +180,29 @@ def test_shipped_sweeps_compose(tmp_path: Path) -> None:
         compose_sweep("nosuch", [])
     with pytest.raises(ValueError, match="partition"):
         compose_sweep("tiny", ["cluster.partition=debug;ls"])
+
+
+def test_command_line_overrides_win_over_the_stages_and_blocks_own(tmp_path: Path) -> None:
+    """`simclr-sweep demo train.epochs=3` trains every point 3 epochs: the demo's stage and block overrides
+    (train.epochs=1 / 15 / 2) used to win over the command line silently."""
+    demo = expand(compose_sweep("demo", [f"sweep_dir={tmp_path}", "data.root=/d", "train.epochs=3",
+                                         "data.image_size=24"]))
+    assert {t.config["train"]["epochs"] for t in demo} == {3}
+    assert {t.config["data"]["image_size"] for t in demo} == {24}  # pretraining's stage override (20) too
+
+
+@pytest.mark.parametrize("override, named", [
+    ("model=resnet50", "'model' is an axis of the sweep (stages.pretrain.grid[0].axes"),
+    ("finetune.label_fraction=0.5", "'finetune.label_fraction' is an axis"),
+    ("seed=7", "'seed' is set per point by the sweep; give seeds in the grid blocks"),
+    ("run_dir=/elsewhere", "'run_dir' is set per point"),
+    ("stages.pretrain.overrides=['seed=7']", "override 'seed=7' (stage or stages.pretrain.grid[0] overrides)"),
+])
+def test_overrides_no_point_would_honour_are_refused(tmp_path: Path, override: str, named: str) -> None:
+    """They were dropped without a word: every demo point stayed ResNet-18, every seed stayed 0."""
+    with pytest.raises(SweepError) as e:
+        expand(compose_sweep("demo", [f"sweep_dir={tmp_path}", "data.root=/d", override]))
+    assert named in str(e.value)
 
 
 def test_config_hash_ignores_seed_run_dir_and_parent_seed() -> None:
