@@ -39,8 +39,18 @@ _FLAG_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _FLAG_VALUE = re.compile(r"^[A-Za-z0-9_.,:=@%+/\[\]-]*$")
 # Flags the job layer sets itself; a profile overriding them would break arrays, logs or dependencies.
 _RESERVED_FLAGS = frozenset(
-    {"array", "dependency", "output", "error", "open-mode", "signal", "job-name", "hold", "wrap", "parsable"}
+    {"array", "dependency", "output", "error", "open-mode", "signal", "job-name", "hold", "wrap", "parsable",
+     "requeue", "no-requeue", "kill-on-invalid-dep"}
 )
+# Flags that profile keys own: submitit appends the extra flags after its own, so an extra flag would silently
+# replace the key's value (``sbatch: {time: 2-00:00:00}`` with ``time_min: 60``: SLURM's limit 2 days, the
+# time-out accounting still 60 min; ``nodes: 4`` past the local executor's check).
+_PROFILE_FLAGS = {
+    "time": "time_min", "nodes": "nodes", "ntasks": "nodes and tasks_per_node",
+    "ntasks-per-node": "tasks_per_node", "cpus-per-task": "cpus_per_task", "mem": "mem_gb",
+    "mem-per-cpu": "mem_gb", "mem-per-gpu": "mem_gb", "partition": "partition", "account": "account",
+    "qos": "qos", "gpus": "gpus_per_node", "gpus-per-node": "gpus_per_node", "gpus-per-task": "gpus_per_node",
+}
 
 
 @dataclass
@@ -92,10 +102,10 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
     _require(p.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {p.gpus_per_node}")
     if p.gpus_per_node > 0:
         _require(
-            p.tasks_per_node <= p.gpus_per_node,
+            p.tasks_per_node == p.gpus_per_node,
             "tasks_per_node",
-            f"{p.tasks_per_node} tasks per node but only gpus_per_node={p.gpus_per_node}: "
-            "one task drives one GPU",
+            f"{p.tasks_per_node} tasks per node with gpus_per_node={p.gpus_per_node}: one task (DDP process) "
+            "drives one GPU, so they must be equal (fewer tasks leave GPUs idle)",
         )
     _require(p.cpus_per_task >= 1, "cpus_per_task", f"must be >= 1, got {p.cpus_per_task}")
     if p.mem_gb is not None:
@@ -117,6 +127,7 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
     for k, v in p.sbatch.items():
         _require(isinstance(k, str) and bool(_FLAG_KEY.match(k)), f"sbatch.{k}", "is not a long sbatch option name")
         _require(k not in _RESERVED_FLAGS, f"sbatch.{k}", "is set by the job layer itself")
+        _require(k not in _PROFILE_FLAGS, f"sbatch.{k}", f"use the profile key {_PROFILE_FLAGS.get(k)} instead")
         _require(
             isinstance(v, (str, int, float, bool)) and bool(_FLAG_VALUE.match(str(v))),
             f"sbatch.{k}",

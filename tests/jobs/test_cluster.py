@@ -46,6 +46,12 @@ def test_local_profile_is_the_debug_partition_one_task_one_cpu() -> None:
         ({"sbatch": {"mail-user": "me@x\n#SBATCH --x"}}, "sbatch.mail-user"),
         ({"sbatch": {"Bad Key": "1"}}, "sbatch.Bad Key"),
         ({"sbatch": {"dependency": "afterok:1"}}, "sbatch.dependency"),
+        # profile keys own these: the extra flag silently replaced time_min / nodes / mem_gb in the script
+        ({"sbatch": {"time": "2-00:00:00"}}, "sbatch.time"),
+        ({"sbatch": {"nodes": "4"}}, "sbatch.nodes"),
+        ({"sbatch": {"mem": "64G"}}, "sbatch.mem"),
+        ({"sbatch": {"gpus-per-node": "2"}}, "sbatch.gpus-per-node"),
+        ({"tasks_per_node": 1, "gpus_per_node": 4}, "tasks_per_node"),  # 3 of 4 GPUs idle
         ({"executor": "local", "nodes": 2}, "nodes"),
     ],
 )
