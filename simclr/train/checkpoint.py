@@ -38,14 +38,27 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
 
 
 def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as ``ckpt-<step>.pt`` atomically, then delete all but the newest ``keep``."""
+    """Write ``state`` as ``ckpt-<step>.pt`` atomically, then delete all but the newest ``keep``.
+
+    A checkpoint of a LATER step than ``step`` can only be one the run resumed past (it did not load):
+    it is deleted first, so that it never counts among the ``keep`` newest and pushes the good ones out.
+    """
     buf = io.BytesIO()
     torch.save(state, buf)
     path = checkpoint_path(folder, step)
     atomic_write_bytes(path, buf.getvalue())
+    for later in list_checkpoints(folder):
+        if _step_of(later) > step:
+            log.warning("deleting %s: a later step than this run's (it resumed from an earlier checkpoint)", later)
+            later.unlink(missing_ok=True)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _step_of(path: Path) -> int:
+    m = _NAME.match(path.name)
+    return int(m.group(1)) if m else -1
 
 
 def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:

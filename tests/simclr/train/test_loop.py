@@ -180,6 +180,20 @@ def test_save_checkpoint_keeps_last_k_and_is_atomic(tmp_path: Path) -> None:
     assert state["step"] == 5 and path.name == "ckpt-00000005.pt"
 
 
+def test_a_damaged_newest_checkpoint_never_pushes_the_good_ones_out(tmp_path: Path) -> None:
+    """keep=1: resumed from step 100 past a damaged step-150 file, the next save (125) used to keep only the
+    damaged 150 and delete 100 and 125, so the restart after that began from nothing."""
+    d = tmp_path / "ck"
+    d.mkdir()
+    ckpt.save_checkpoint(d, 100, {"step": 100}, keep=1)
+    ckpt.checkpoint_path(d, 150).write_bytes(b"torn")
+    state, path = ckpt.load_latest(d)  # type: ignore[misc]
+    assert path.name == "ckpt-00000100.pt"
+    ckpt.save_checkpoint(d, 125, {"step": 125}, keep=1)
+    assert [p.name for p in ckpt.list_checkpoints(d)] == ["ckpt-00000125.pt"]
+    assert ckpt.load_latest(d)[0]["step"] == 125  # type: ignore[index]
+
+
 def test_all_checkpoints_damaged_starts_fresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "ckpt-00000001.pt").write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING):
