@@ -220,23 +220,31 @@ def fit(
                 break
         else:
             # The epoch ran out: evaluate, then move on.
-            if settings.eval_every_epochs and (epoch + 1) % settings.eval_every_epochs == 0:
+            evaluated = bool(settings.eval_every_epochs and (epoch + 1) % settings.eval_every_epochs == 0)
+            if evaluated:
                 _evaluate(run, model, evaluators, step, epoch)
             epoch += 1
             batch_in_epoch = 0
+            # A signal that came during the evaluation (which may outlast the signal's lead time): stop now,
+            # not after the next step.
+            if evaluated and _any_rank(preempt.requested(), device):
+                save(step, epoch, 0)
+                progress()
+                raise preempt.PreemptionRequested(preempt.signum(), step)
             continue
         break
 
+    # The last checkpoint is the trained model that downstream stages load. It is written BEFORE the final
+    # evaluation, so that a job killed during that evaluation resumes here and only evaluates again.
+    # Decided from state every rank shares (never from the folder, which rank 0 may be writing right now):
+    # a rank that skipped this collective save would leave the others waiting in its barrier.
+    if saved_step != step:
+        save(step, epoch, batch_in_epoch)
     final: dict[str, float] = {}
     if final_eval is not None:
         model.eval()
         final = {k: float(v) for k, v in final_eval(model).items()}
         run.log(step=step, epoch=epoch, split="test", values=final)
-    # The last checkpoint is the trained model that downstream stages load.
-    # Decided from state every rank shares (never from the folder, which rank 0 may be writing right now):
-    # a rank that skipped this collective save would leave the others waiting in its barrier.
-    if saved_step != step:
-        save(step, epoch, batch_in_epoch)
     status = run.write_status(
         "done",
         step=step,

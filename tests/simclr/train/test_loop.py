@@ -46,7 +46,7 @@ def make_model() -> nn.Module:
 
 
 def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_every: int = 4,
-          device: str = "cpu") -> dict:
+          device: str = "cpu", signal_in_eval: bool = False, final_eval_fails: bool = False) -> dict:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loader = ArrayLoader()
@@ -64,6 +64,16 @@ def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_ev
             preempt.request()  # seen by the loop right after this step
         return 0.1 * (1 - step / 100)
 
+    def evaluate(m: nn.Module, epoch: int) -> dict:
+        if signal_in_eval and epoch == 0:
+            preempt.request()  # the signal arrives while the epoch-end evaluation runs
+        return {"val_w": float(m[0].weight.sum())}
+
+    def final(m: nn.Module) -> dict:
+        if final_eval_fails:
+            raise RuntimeError("killed during the final evaluation")
+        return {"top1": 50.0}
+
     preempt.clear()
     try:
         res = fit(
@@ -76,8 +86,8 @@ def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_ev
             settings=LoopSettings(epochs=epochs, log_every=1, checkpoint_every=ckpt_every, keep_checkpoints=2, channels_last=False),
             config={"stage": "test"},
             device=torch.device(device),
-            evaluators=(lambda m, e: {"val_w": float(m[0].weight.sum())},),
-            final_eval=lambda m: {"top1": 50.0},
+            evaluators=(evaluate,),
+            final_eval=final,
         )
     finally:
         preempt.clear()
@@ -105,6 +115,33 @@ def test_resume_is_bit_identical(tmp_path: Path, stops: list[int]) -> None:
     assert metric_values(run) == metric_values(tmp_path / "ref")
     assert out["status"]["restarts"] == len(stops)
     assert out["status"]["step"] == ref["status"]["step"] == 15
+
+
+def test_a_signal_during_the_epoch_end_evaluation_stops_right_after_it(tmp_path: Path) -> None:
+    """It used to wait for the next step (an evaluation longer than the signal's lead time: killed, no
+    checkpoint, no requeue)."""
+    ref = train(tmp_path / "ref")
+    run = tmp_path / "run"
+    with pytest.raises(preempt.PreemptionRequested) as e:
+        train(run, signal_in_eval=True)
+    assert e.value.step == 5  # the end of epoch 0 (40 samples / batch 8): no step after the evaluation
+    out = train(run)
+    for k, v in ref["state"].items():
+        assert torch.equal(v, out["state"][k]), k
+    assert metric_values(run) == metric_values(tmp_path / "ref")
+
+
+def test_the_trained_model_is_saved_before_the_final_evaluation(tmp_path: Path) -> None:
+    """A job killed during the final evaluation resumes from the last step, not from the last periodic
+    checkpoint (12 of 15 steps here)."""
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="final evaluation"):
+        train(run, final_eval_fails=True)
+    assert ckpt.list_checkpoints(run / "checkpoints")[-1].name == "ckpt-00000015.pt"
+    out = train(run)
+    assert out["status"]["restarts"] == 1 and out["status"]["final"] == {"test/top1": 50.0}
+    ref = train(tmp_path / "ref")
+    assert metric_values(run) == metric_values(tmp_path / "ref")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
