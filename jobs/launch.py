@@ -82,7 +82,9 @@ def _resolve_master_addr() -> None:
 
 
 def export_distributed() -> None:
-    """MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from SLURM (torch's env:// init) for multi-task jobs.
+    """MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from SLURM (torch's env:// init) for multi-task jobs,
+    replacing whatever the environment held (the first node of the allocation is the master; pick the
+    network interface with GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME, not with MASTER_ADDR).
 
     CUDA_VISIBLE_DEVICES is left alone: the runner picks ``cuda:LOCAL_RANK`` itself.
     """
@@ -142,7 +144,10 @@ class StageTask:
 
         run_stage = resolve_runner(self.runner)
         check_parent(self.config)
-        if _num_tasks() > 1 and "MASTER_ADDR" not in os.environ:
+        if _num_tasks() > 1:
+            # Always from this allocation: a MASTER_ADDR inherited from the submitting shell (sbatch exports
+            # it) or set by a setup line used to skip the export, leaving WORLD_SIZE unset, so every task
+            # trained alone as rank 0 into the same run folder.
             export_distributed()
         sig = preempt_signal()
         preempt.clear()

@@ -35,7 +35,7 @@ def run_resume(sweep_dir: str | Path, *, dry_run: bool = False, printer: Any = p
         records, states = current_records(sweep_dir, require_live=True)
         p = plan(manifest, records, states)
         printer(f"[resume] {manifest.name}: {p.summary()}")
-        if not p.submit:
+        if p.empty:
             printer("[resume] nothing to resubmit")
             return Submission(submission_id="")
         for t in p.submit:

@@ -74,10 +74,21 @@ class Plan:
     cancel: list[str] = field(default_factory=list)  # job ids to cancel first (they can never run right)
     parent_key: dict[str, str] = field(default_factory=dict)  # key -> parent key submitted in this plan
     parent_job: dict[str, str] = field(default_factory=dict)  # key -> job id of a queued parent
+    # A new report job is due: tasks are submitted, or the last report job neither completed nor is queued
+    # (it failed, was cancelled or never ran): then a report alone is submitted.
+    report_due: bool = True
+    last_report: str = ""  # the last report job's state, for the messages
 
     def summary(self) -> str:
         return (f"{len(self.submit)} to submit, {len(self.queued)} already queued/running, "
-                f"{len(self.done)} done" + (f", {len(self.cancel)} stale jobs to cancel" if self.cancel else ""))
+                f"{len(self.done)} done" + (f", {len(self.cancel)} stale jobs to cancel" if self.cancel else "")
+                + (f", the report again (last one {self.last_report or 'never submitted'})"
+                   if self.report_due and not self.submit else ""))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to submit at all, not even a report."""
+        return not self.submit and not self.report_due
 
 
 def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[str, JobState]:
@@ -176,6 +187,13 @@ def plan(manifest: Manifest, records: list[dict[str, Any]], states: dict[str, Jo
                 p.parent_job[t.key] = p.queued[t.parent]
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     p.submit.sort(key=lambda t: order[t.stage])
+    reports = [r for r in records if r.get("stage") == "report"]
+    rst = states.get(str(reports[-1]["job_id"])) if reports else None
+    p.last_report = rst.state if rst is not None else ""
+    p.report_due = bool(p.submit) or rst is None or not (rst.active or rst.state == "COMPLETED")
+    if p.submit and rst is not None and rst.state == "PENDING" and ":" not in rst.job_id:
+        # The new report supersedes it (a running one is left to finish its files).
+        p.cancel.append(rst.job_id)
     return p
 
 
@@ -283,7 +301,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
             for i, t in enumerate(tasks)
         ])
         _narrow_dependencies(array_id, tasks, targets, dependency, sub)
-    if report and manifest.report.get("enabled", True) and (stages or dry_run):
+    if report and manifest.report.get("enabled", True) and (stages or dry_run or p.report_due):
         after = sorted(set(sub.arrays.values()) | set(p.queued.values()))
         dependency = "afterany:" + ":".join(after) if after else None
         profile = _profile_for(manifest, "report")
@@ -378,14 +396,14 @@ def _submit_local(manifest: Manifest, p: Plan, sub: Submission, *, report: bool,
     if not p.submit and not report:
         return sub
     profile = profile_from_dict(manifest.cluster)
-    with_report = report and bool(manifest.report.get("enabled", True))
+    with_report = report and bool(manifest.report.get("enabled", True)) and p.report_due
     if dry_run:
         printer(f"# local executor: one pipeline process, {len(p.submit)} task(s), "
                 f"{profile.array_parallelism} at once, report={with_report}")
         for t in p.submit:
             printer(f"#   {t.key}" + (f" after {t.parent}" if t.parent else ""))
         return sub
-    if not p.submit:
+    if not p.submit and not with_report:
         return sub
     folder = sweep_dir / "local" / "submitit" / "%j"
     ex = make_executor(profile, folder)

@@ -92,7 +92,7 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
         records, states = current_records(sweep_dir, require_live=True)
         p = plan(manifest, records, states)
         printer(f"[sweep] {manifest.name}: {len(manifest.tasks)} tasks in {manifest.stages}; {p.summary()}")
-        if not p.submit:
+        if p.empty:
             printer("[sweep] nothing to submit")
             return Submission(submission_id="")
         sub = submit(manifest, p, printer=printer, runner=runner)

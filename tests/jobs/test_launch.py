@@ -161,12 +161,14 @@ def test_resolve_runner_names_the_problem() -> None:
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_multi_node_task_gets_the_distributed_environment(tmp_path: Path) -> None:
-    """2 nodes x 1 task: each rank sees RANK/WORLD_SIZE/MASTER_ADDR (resolvable) before the stage runs."""
+@pytest.mark.parametrize("setup", [[], ["export MASTER_ADDR=127.0.0.1 MASTER_PORT=1"]], ids=["clean", "inherited"])
+def test_multi_node_task_gets_the_distributed_environment(tmp_path: Path, setup: list[str]) -> None:
+    """2 nodes x 1 task: each rank sees RANK/WORLD_SIZE/MASTER_ADDR (resolvable) before the stage runs, also
+    when the environment already held a MASTER_ADDR (then WORLD_SIZE was never set: two lone rank-0 runs)."""
     import dataclasses
 
     run = tmp_path / "run"
-    profile = dataclasses.replace(load_profile("local"), nodes=2, time_min=5, signal_delay_s=30)
+    profile = dataclasses.replace(load_profile("local"), nodes=2, time_min=5, signal_delay_s=30, setup=setup)
     ex = make_executor(profile, tmp_path / "submitit" / "%j", job_name="multinode-env")
     job = ex.submit(StageTask({"run_dir": str(run), "stage": "pretrain"}, "tests.jobs.fake_stage:record_env"))
     _wait(lambda: len(list(run.glob("rank-*.json"))) == 2 or job.done(), 180, "both ranks")

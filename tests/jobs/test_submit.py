@@ -119,3 +119,29 @@ def test_dry_run_local_executor(tmp_path: Path, executor: str) -> None:
     out: list[str] = []
     submit(m, plan(m, [], {}), dry_run=True, printer=out.append)
     assert "one pipeline process, 7 task(s)" in out[0] and not (tmp_path / "jobs.jsonl").exists()
+
+
+def test_a_report_that_failed_is_submitted_again_alone(tmp_path: Path) -> None:
+    """Every task done but the report job failed (or was cancelled): resume used to say 'nothing to resubmit'."""
+    m = _manifest(tmp_path)
+    _done(m, *[t.key for t in m.tasks])
+    records, states = _jobs()
+    for state, due in [("FAILED", True), ("CANCELLED", True), ("COMPLETED", False), ("RUNNING", False)]:
+        rec = [*records, {"stage": "report", "key": None, "job_id": "200", "executor": "slurm"}]
+        p = plan(m, rec, {**states, "200": JobState("200", state)})
+        assert not p.submit and p.report_due is due and p.empty is not due, state
+        if due:
+            assert f"the report again (last one {state})" in p.summary()
+    assert plan(m, records, states).report_due  # no report was ever submitted
+
+
+def test_a_pending_old_report_is_cancelled_when_a_new_one_is_submitted(tmp_path: Path) -> None:
+    m = _manifest(tmp_path)
+    _done(m, "pretrain/a", "pretrain/b", "supervised/s", "finetune/a1", "finetune/a2", "finetune/b1")
+    records, states = _jobs(distill__a1d="FAILED")
+    records.append({"stage": "report", "key": None, "job_id": "201", "executor": "slurm"})
+    p = plan(m, records, {**states, "201": JobState("201", "PENDING", "Dependency")})
+    assert [t.key for t in p.submit] == ["distill/a1d"] and "201" in p.cancel
+    # a running report is left to finish its files
+    p = plan(m, records, {**states, "201": JobState("201", "RUNNING")})
+    assert "201" not in p.cancel
