@@ -64,18 +64,12 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         return lambda x: m.backbone(x)  # type: ignore[operator]
 
     evaluators = []
-    if cfg.pretrain.knn_every_epochs > 0:
-        evaluators.append(
-            knn_evaluator(
-                features,
-                knn_train_batches,
-                knn_test_batches,
-                device,
-                k=cfg.pretrain.knn_k,
-                train_limit=cfg.pretrain.knn_train_samples,
-                channels_last=cl,
-            )
-        )
+    every = cfg.pretrain.knn_every_epochs
+    if every > 0:
+        knn = knn_evaluator(features, knn_train_batches, knn_test_batches, device, k=cfg.pretrain.knn_k,
+                            train_limit=cfg.pretrain.knn_train_samples, channels_last=cl)
+        # Its own cadence, at the loop's evaluation epochs (train.eval_every_epochs): every N-th epoch.
+        evaluators.append(lambda m, epoch: knn(m, epoch) if (epoch + 1) % every == 0 else {})
 
     def final_eval(m: nn.Module) -> dict[str, float]:
         tx, ty = embed(features(m), knn_train_batches(), device, channels_last=cl, limit=cfg.pretrain.knn_train_samples)

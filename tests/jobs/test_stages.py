@@ -289,3 +289,15 @@ def test_resuming_under_another_config_is_refused(tiny_root: Path, tmp_path: Pat
     (Path(cfg.run_dir) / "config.json").write_text("{trunc")
     with pytest.raises(ConfigError, match="config.json: unreadable"):
         run_stage(cfg)
+
+
+def test_knn_monitor_runs_every_n_th_epoch(tiny_root: Path, tmp_path: Path) -> None:
+    """pretrain.knn_every_epochs=2 measured kNN at every epoch (the value only switched it on or off)."""
+    from jobs.pretrain import build
+
+    parts = build(cfg_for("pretrain", tmp_path, tiny_root, "p", "pretrain.knn_every_epochs=2"), torch.device("cpu"))
+    (knn,) = parts.evaluators
+    parts.model.eval()
+    with torch.no_grad():
+        assert knn(parts.model, 0) == {} and knn(parts.model, 2) == {}
+        assert 0 <= knn(parts.model, 1)["knn_top1"] <= 100
