@@ -24,13 +24,25 @@ from jobs.submit import Plan, Submission, current_records, plan, submit, submit_
 def resume_plan(sweep_dir: str | Path) -> Plan:
     """What ``resume`` would submit now (reads the sweep folder and SLURM; submits nothing)."""
     manifest = read_manifest(sweep_dir)
+    _check_in_place(sweep_dir, manifest.sweep_dir)
     records, states = current_records(sweep_dir, require_live=True)
     return plan(manifest, records, states)
+
+
+def _check_in_place(sweep_dir: str | Path, recorded: str) -> None:
+    """A sweep folder moved since its manifest was written names run folders at the old place: resuming would
+    find none of them done and train everything again there."""
+    here, there = Path(sweep_dir).resolve(), Path(recorded).resolve()
+    if here != there:
+        raise ValueError(f"{here / 'manifest.json'} was written for the sweep folder {there}: its run folders are "
+                         "there. Move the folder back, or run `simclr-sweep <name> sweep_dir=" + str(here)
+                         + " ...` (the same definition and overrides), which writes the manifest for this place")
 
 
 def run_resume(sweep_dir: str | Path, *, dry_run: bool = False, printer: Any = print,
                runner: str = DEFAULT_RUNNER) -> Submission:
     manifest = read_manifest(sweep_dir)
+    _check_in_place(sweep_dir, manifest.sweep_dir)
     with submit_lock(manifest.sweep_dir):
         records, states = current_records(sweep_dir, require_live=True)
         p = plan(manifest, records, states)

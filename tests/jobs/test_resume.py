@@ -67,3 +67,12 @@ def test_resume_refuses_to_plan_when_the_queue_cannot_be_read(tmp_path: Path, mo
     monkeypatch.setattr(slurm_queue.subprocess, "run", run)
     assert resume_mod.main([str(sweep_dir)]) == 2
     assert "cannot read SLURM's queue (squeue did not answer" in capsys.readouterr().err
+
+
+def test_resume_of_a_moved_sweep_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its manifest names run folders at the old place: resume found none done and queued everything again."""
+    _sweep(tmp_path / "old")
+    (tmp_path / "old").rename(tmp_path / "new")
+    assert resume_mod.main([str(tmp_path / "new"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"written for the sweep folder {tmp_path / 'old'}" in err and "Move the folder back" in err
