@@ -137,6 +137,9 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
         _require("\n" not in p.python and p.python.strip() != "", "python", "must be one non-empty command")
     if p.executor == "local":
         _require(p.nodes == 1, "nodes", "the local executor runs on this one machine: nodes must be 1")
+        # submitit would start that many copies of the one pipeline process, each running every task.
+        _require(p.tasks_per_node == 1, "tasks_per_node",
+                 "the local executor runs each task as one process: tasks_per_node must be 1")
     return profile
 
 

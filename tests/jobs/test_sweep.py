@@ -33,14 +33,16 @@ def test_dry_run_prints_the_sbatch_scripts_and_writes_nothing(tmp_path: Path,
 @pytest.mark.parametrize(
     "override, named",
     [("train.epochz=1", "train.epochz"), ("cluster.partition=a|b", "partition"),
-     ("cluster.time_min=-3", "time_min"), ("cluster.tasks_per_node=4", None), ("model=resnet404", "resnet404")],
+     ("cluster.time_min=-3", "time_min"), ("cluster.tasks_per_node=4", "tasks_per_node"),
+     ("cluster.cpus_per_task=4", None), ("model=resnet404", "resnet404")],
 )
 def test_a_bad_value_fails_the_whole_sweep_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                            override: str, named: str | None) -> None:
     target = tmp_path / "sw"
     rc = sweep_mod.main(["tiny", f"sweep_dir={target}", "data.root=/d", override,
                          "cluster=local_executor", "--dry-run"])
-    if named is None:  # 4 CPU tasks per node without GPUs is a valid shape
+    # tasks_per_node=4: the local executor would start 4 copies of its pipeline, each running every task
+    if named is None:
         assert rc == 0
         return
     assert rc == 2 and named in capsys.readouterr().err
