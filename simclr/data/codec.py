@@ -23,6 +23,22 @@ FORMATS: tuple[str, ...] = ("png", "jpeg")
 EXTENSION = {"png": "png", "jpeg": "jpg"}
 PNG_COMPRESS_LEVEL = 6
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+# Integer grey modes wider than 8 bits (16-bit PNG/TIFF: microscopy, medical): taken as 16-bit and scaled.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image scaled to 8 bits (PIL's own ``convert("L")`` clips at 255: nearly all white)."""
+    if img.mode not in _WIDE_MODES:
+        return img
+    a = np.asarray(img).astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
+
+
+def is_wide(data: bytes) -> bool:
+    """Whether encoded ``data`` holds a grey image of more than 8 bits per pixel (from the header only)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.mode in _WIDE_MODES
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -46,6 +62,8 @@ def to_storable(img: Image.Image, image_format: str) -> Image.Image:
     """The image in a mode the format stores losslessly and the loader reads: L or RGB."""
     if img.mode in ("L", "RGB"):
         return img
+    if img.mode in _WIDE_MODES:
+        return _to_8bit(img)
     if img.mode in _GRAY_MODES:
         return img.convert("L")
     return img.convert("RGB")  # palette, alpha, CMYK, YCbCr ...: alpha is dropped
@@ -92,6 +110,7 @@ def decode_pil(data: bytes, mode: str) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         im = Image.open(io.BytesIO(data))
         im.load()
+    im = _to_8bit(im)
     return im if im.mode == mode else im.convert(mode)
 
 
@@ -129,6 +148,8 @@ def decode_tensor(data: bytes, mode: str) -> "torch.Tensor":
     if op is not None:
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         out: torch.Tensor = op(buf, (ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB).value, False)
+        if out.dtype != torch.uint8:  # a 16-bit PNG (shards written before such files were scaled at writing)
+            out = (out.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
         return out
     a = torch.from_numpy(np.array(decode_pil(data, mode), dtype=np.uint8))
     return a[None] if a.dim() == 2 else a.permute(2, 0, 1).contiguous()

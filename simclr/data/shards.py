@@ -36,6 +36,7 @@ from simclr.data.codec import (
     check_format,
     decode_pil,
     encode_image,
+    is_wide,
     probe,
     sniff_format,
     to_storable,
@@ -140,7 +141,7 @@ def _payload(image: ImageLike, fmt: str, jpeg_quality: int, verify: bool) -> tup
     """Encoded bytes in ``fmt`` plus (decode mode, width, height); bytes already in ``fmt`` pass unchanged."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
-        if sniff_format(data) == fmt:
+        if sniff_format(data) == fmt and not is_wide(data):  # 16-bit files are stored scaled to 8 bits
             mode, w, h = probe(data)
             if verify:
                 decode_pil(data, mode)

@@ -26,3 +26,45 @@ def test_jpeg_and_gray_to_rgb_and_corrupt() -> None:
         decode_tensor(jpg[:40], "L")
     with pytest.raises(ValueError, match="image_format"):
         encode_image(a, "gif")
+
+
+def _png16(a16: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a16.astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_16_bit_grey_images_are_scaled_not_clipped() -> None:
+    """A 16-bit PNG (microscopy, medical) came out all white (PIL clips at 255) or as a uint16 tensor that the
+    batched augmentation refused."""
+    a16 = np.linspace(1000, 60000, 48).reshape(6, 8)
+    data = _png16(a16)
+    want = np.rint(a16 / 257).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(decode_pil(data, "L")), want)
+    t = decode_tensor(data, "L")
+    assert t.dtype == torch.uint8 and torch.equal(t[0], torch.from_numpy(want))
+    import io
+
+    from PIL import Image
+
+    from simclr.data.codec import to_storable
+
+    img = to_storable(Image.open(io.BytesIO(data)), "jpeg")  # what the writer encodes
+    assert img.mode == "L"
+    np.testing.assert_array_equal(np.asarray(img), want)
+
+
+def test_a_16_bit_png_is_written_as_8_bits_even_when_png_passes_through(tmp_path) -> None:
+    from simclr.data.codec import is_wide
+    from simclr.data.shards import write_shards
+    from simclr.data.shardset import open_split
+
+    data = _png16(np.full((6, 8), 30000))
+    assert is_wide(data)
+    write_shards([("k0", data, 0)], tmp_path, split="train", image_format="png", class_names=["c"])
+    stored = open_split(tmp_path, "train").read(0)
+    assert not is_wide(stored) and int(np.asarray(decode_pil(stored, "L")).mean()) == round(30000 / 257)
