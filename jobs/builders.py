@@ -16,6 +16,7 @@ from jobs.config import StageConfig
 from simclr import dist
 from simclr.data.fractions import fraction_name, fraction_path
 from simclr.data.loader import Mode, ShardLoader
+from simclr.data.manifest import Manifest
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet
 from simclr.models.simclr import SimCLRModel
@@ -71,7 +72,7 @@ def loader(
     if global_batch % world:
         raise ValueError(f"train.batch_size={global_batch} is not divisible by the world size {world}")
     d = cfg.data
-    return ShardLoader(
+    out = ShardLoader(
         d.root,
         split,
         batch_size=global_batch // world,
@@ -91,6 +92,15 @@ def loader(
         batched_augment=d.batched_augment,
         drop_last=drop_last,
     )
+    if split != d.train_split:
+        # Labels are indices into the class list: a split numbered otherwise would score every prediction
+        # against another class (shards written by hand, or by an older jobs.shards, per split).
+        train_classes = Manifest.load(Path(d.root) / d.train_split).class_names
+        if out.class_names != train_classes:
+            raise ValueError(f"data.root={d.root}: split {split!r} has the classes {out.class_names}, split "
+                             f"{d.train_split!r} {train_classes}: rewrite the shards with python -m jobs.shards "
+                             "(it numbers every split by the train split's classes)")
+    return out
 
 
 def optimizer(cfg: StageConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -39,8 +39,10 @@ SOURCES = ("fashion_mnist", "imagefolder", "arrays")
 DEFAULT_FORMAT = {"fashion_mnist": "png", "imagefolder": "jpeg", "arrays": "png"}
 
 
-def open_source(source: str, input: str | Path | None, split: str) -> SampleSource:
-    """The sample source of ``split`` for a ``--source`` / ``--input`` pair."""
+def open_source(source: str, input: str | Path | None, split: str,
+                class_names: list[str] | None = None) -> SampleSource:
+    """The sample source of ``split`` for a ``--source`` / ``--input`` pair (an ImageFolder split numbers its
+    classes as ``class_names``, the train split's, when given)."""
     if source == "fashion_mnist":
         if split not in ("train", "test"):
             raise ValueError(f"Fashion-MNIST has splits 'train' and 'test', not {split!r}")
@@ -51,7 +53,7 @@ def open_source(source: str, input: str | Path | None, split: str) -> SampleSour
         folder = Path(input) / split
         if not folder.is_dir():
             raise DataError(f"no folder for split {split!r} (expected <input>/<split>/<class>/...)", path=folder)
-        return imagefolder_samples(folder)
+        return imagefolder_samples(folder, class_names)
     if source == "arrays":
         return npz_samples(input, split)
     raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -117,8 +119,16 @@ def build_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Manifest | None] = {}
+    # One class list for every split: the train split's folders (else the first split's). Numbered per split,
+    # a test split lacking one class folder had every later label mean another class.
+    classes: list[str] | None = None
+    opened: dict[str, SampleSource] = {}  # (listing a large tree once)
+    if source == "imagefolder":
+        first = "train" if "train" in splits else splits[0]
+        opened[first] = open_source(source, input, first)
+        classes = list(opened[first].class_names)
     for split in splits:
-        src = open_source(source, input, split)
+        src = opened.pop(split, None) or open_source(source, input, split, classes)
         desc = src.describe()
         samples: Sequence[Any] = src
         if limit is not None and limit < len(src):

@@ -101,3 +101,16 @@ def test_fashion_mnist_subset_with_progress_lines(tmp_path: Path, caplog) -> Non
     assert m.num_samples == 300 and m.image_mode == "L" and m.image_size == [28, 28] and m.source["limit"] == 300
     assert "shards train" in caplog.text  # plain progress lines, not a terminal bar
     assert len((tmp_path / "train" / "fractions" / "10percent.txt").read_text().split()) == 30
+
+
+def test_every_imagefolder_split_numbers_classes_as_the_train_split(tmp_path: Path) -> None:
+    """train/{cat,dog,zebra} with test/{cat,zebra}: test's zebra was label 1 ("dog" in train) with no error."""
+    rng = np.random.default_rng(2)
+    for split, classes in (("train", ("cat", "dog", "zebra")), ("test", ("cat", "zebra"))):
+        for cls in classes:
+            d = tmp_path / "in" / split / cls
+            d.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / "0.png")
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["test", "train"], fractions=())
+    assert res["test"].class_names == res["train"].class_names == ["cat", "dog", "zebra"]
+    assert res["test"].label_counts == [1, 0, 1]

@@ -301,3 +301,18 @@ def test_knn_monitor_runs_every_n_th_epoch(tiny_root: Path, tmp_path: Path) -> N
     with torch.no_grad():
         assert knn(parts.model, 0) == {} and knn(parts.model, 2) == {}
         assert 0 <= knn(parts.model, 1)["knn_top1"] <= 100
+
+
+def test_a_stage_refuses_splits_numbered_differently(tiny_root: Path, tmp_path: Path) -> None:
+    """Shards whose test split has another class list (written per split): scored against the wrong classes."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    m = json.loads((root / "test" / "manifest.json").read_text())
+    m["class_names"] = list(reversed(m["class_names"]))
+    (root / "test" / "manifest.json").write_text(json.dumps(m))
+    from jobs.supervised import build
+
+    with pytest.raises(ValueError, match="split 'test' has the classes"):
+        build(cfg_for("supervised", tmp_path, root, "s"), torch.device("cpu"))

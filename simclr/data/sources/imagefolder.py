@@ -1,6 +1,9 @@
 """An ImageNet-style folder: ``<root>/<class>/**/<image file>`` (torchvision ``ImageFolder`` layout).
 
-Classes are the sorted sub-folder names (as torchvision), files are taken in sorted order (so the sample order,
+Classes are the sorted sub-folder names (as torchvision; hidden ones skipped), or the class list given (the train
+split's, so that every split numbers the classes alike: a split may lack a class, but a folder that is not in the
+list is an error). An empty class folder is an error (it would shift every later class index). Files are taken in
+sorted order, hidden files and folders skipped (so the sample order,
 and with it the shard bytes, does not depend on the file system's listing order). The key of a sample is its
 path relative to ``root`` without the extension, with '.' and whitespace replaced by '_' — readable, stable, and
 unique unless two files differ only in those characters (then :class:`BadSampleError` names both files).
@@ -31,20 +34,23 @@ class ImageFolderSource(SampleSource):
         if not self.root.is_dir():
             raise DataError("ImageFolder root is not a directory", path=self.root)
         found = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        defines = class_names is None  # this split's folders are the class list
         if class_names is None:
             class_names = found
         else:
-            missing = sorted(set(class_names) - set(found))
-            if missing:
-                raise DataError(f"class folders {missing} not found", path=self.root)
+            extra = sorted(set(found) - set(class_names))
+            if extra:
+                raise DataError(f"class folders {extra} are not among the classes {list(class_names)} (those of "
+                                "the train split): their labels would mean other classes", path=self.root)
         if not class_names:
             raise DataError("no class sub-folders", path=self.root)
         self.class_names = list(class_names)
         self.files: list[tuple[str, Path, int]] = []
         seen: dict[str, Path] = {}
+        per_class = [0] * len(self.class_names)
         for label, cls in enumerate(self.class_names):
             for dirpath, dirnames, filenames in os.walk(self.root / cls, followlinks=True):
-                dirnames.sort()
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .ipynb_checkpoints, ...
                 for fn in sorted(filenames):
                     if fn.startswith(".") or not fn.lower().endswith(IMG_EXTENSIONS):
                         continue
@@ -55,8 +61,13 @@ class ImageFolderSource(SampleSource):
                         raise BadSampleError(f"duplicate key from files {seen[key]} and {path}", path=path, key=key)
                     seen[key] = path
                     self.files.append((key, path, label))
+                    per_class[label] += 1
         if not self.files:
             raise DataError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under the class folders", path=self.root)
+        empty = [c for c, n in zip(self.class_names, per_class) if n == 0 and (self.root / c).is_dir()]
+        if empty and defines:
+            raise DataError(f"class folders {empty} hold no image file: remove them (every later class index "
+                            "would shift)", path=self.root)
 
     def __len__(self) -> int:
         return len(self.files)

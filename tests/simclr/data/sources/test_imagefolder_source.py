@@ -37,3 +37,25 @@ def test_colliding_keys_and_empty_trees_are_errors(tmp_path: Path) -> None:
         imagefolder_samples(tmp_path / "empty")
     with pytest.raises(DataError, match="not a directory"):
         imagefolder_samples(tmp_path / "missing")
+
+
+def test_empty_class_folders_and_hidden_folders(tmp_path: Path) -> None:
+    """An empty class folder became a class (every later index shifted, 1% of each class shrank);
+    a hidden sub-folder (.ipynb_checkpoints) added its copies of the images."""
+    _img(tmp_path / "cat" / "a.png")
+    _img(tmp_path / "dog" / "b.png")
+    _img(tmp_path / "dog" / ".ipynb_checkpoints" / "b-checkpoint.png")
+    assert [k for k, _, _ in imagefolder_samples(tmp_path)] == ["cat/a", "dog/b"]
+    (tmp_path / "__MACOSX").mkdir()
+    with pytest.raises(DataError, match=r"\['__MACOSX'\] hold no image file"):
+        imagefolder_samples(tmp_path)
+
+
+def test_a_split_numbers_its_classes_as_the_given_list(tmp_path: Path) -> None:
+    """A test split lacking one class keeps the train split's numbering; a class the list lacks is refused."""
+    _img(tmp_path / "cat" / "a.png")
+    _img(tmp_path / "zebra" / "z.png")
+    src = imagefolder_samples(tmp_path, ["cat", "dog", "zebra"])
+    assert [(k, lab) for k, _, lab in src] == [("cat/a", 0), ("zebra/z", 2)]
+    with pytest.raises(DataError, match=r"\['zebra'\] are not among the classes"):
+        imagefolder_samples(tmp_path, ["cat", "dog"])
