@@ -40,7 +40,7 @@ __all__ = [
 BACKBONE: tuple[str, ...] = ("depth", "width", "sk_ratio", "cifar_stem")
 HEAD: tuple[str, ...] = ("num_proj_layers", "proj_out_dim")
 TEACHER: tuple[str, ...] = ("teacher_depth", "teacher_width", "teacher_sk_ratio", "teacher_num_proj_layers",
-                            "teacher_ft_proj_selector")
+                            "teacher_ft_proj_selector", "teacher_label_fraction")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "pretrain": BACKBONE + HEAD,
     "finetune": BACKBONE + HEAD + ("ft_proj_selector", "label_fraction"),
