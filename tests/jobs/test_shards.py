@@ -114,3 +114,22 @@ def test_every_imagefolder_split_numbers_classes_as_the_train_split(tmp_path: Pa
     res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["test", "train"], fractions=())
     assert res["test"].class_names == res["train"].class_names == ["cat", "dog", "zebra"]
     assert res["test"].label_counts == [1, 0, 1]
+
+
+def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
+    """PPM files rewritten with other pixels keep their size: the rerun reused the stale shards."""
+    import os
+
+    from simclr.data.shardset import open_split
+
+    d = tmp_path / "in" / "train" / "c"
+    d.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(d / "0.ppm")
+    build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], fractions=())
+    Image.fromarray(np.full((8, 8, 3), 110, np.uint8)).save(d / "0.ppm")
+    st = (d / "0.ppm").stat()
+    os.utime(d / "0.ppm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later edit, whatever the clock's grain
+    build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], fractions=())
+    from simclr.data.codec import decode_pil
+
+    assert np.asarray(decode_pil(open_split(tmp_path / "root", "train").read(0), "RGB")).mean() == 110

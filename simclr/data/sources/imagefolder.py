@@ -80,9 +80,12 @@ class ImageFolderSource(SampleSource):
             raise BadSampleError(f"unreadable image file: {e}", path=path, key=key) from e
 
     def describe(self) -> dict[str, Any]:
+        # Size AND modification time: an edited image of a fixed-size format (PPM, BMP, raw TIFF) keeps its size,
+        # and its stale shards were reused.
         h = hashlib.sha256()
         for key, path, label in self.files:
-            h.update(f"{key}\t{label}\t{path.stat().st_size}\n".encode())
+            st = path.stat()
+            h.update(f"{key}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return {"type": self.name, "path": str(self.root), "num_samples": len(self), "listing_sha256": h.hexdigest()}
 
 
