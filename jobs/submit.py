@@ -301,7 +301,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
             for i, t in enumerate(tasks)
         ])
         _narrow_dependencies(array_id, tasks, targets, dependency, sub)
-    if report and manifest.report.get("enabled", True) and (stages or dry_run or p.report_due):
+    if report and manifest.report.get("enabled", True) and (p.report_due or dry_run):
         after = sorted(set(sub.arrays.values()) | set(p.queued.values()))
         dependency = "afterany:" + ":".join(after) if after else None
         profile = _profile_for(manifest, "report")
