@@ -108,9 +108,9 @@ def decode_pil(data: bytes, mode: str) -> Image.Image:
     """Decode fully into a PIL image of ``mode`` (L or RGB); raises on corrupt or truncated data."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        im = Image.open(io.BytesIO(data))
-        im.load()
-    im = _to_8bit(im)
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+    im = _to_8bit(opened)
     return im if im.mode == mode else im.convert(mode)
 
 
