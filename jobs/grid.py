@@ -111,18 +111,25 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     data.pop("defaults", None)
     cfg = sweep_from_dict(data)
     cfg.final_overrides = list(cfg.final_overrides) + stage_ov
-    _check_final_overrides(cfg)
     return cfg
 
 
-def _check_final_overrides(sweep: SweepConfig) -> None:
-    """Overrides that no point would honour are refused, naming the override (see ``final_overrides``)."""
+def _check_overrides(sweep: SweepConfig) -> None:
+    """Overrides that no point would honour are refused, naming the override: a per-point field anywhere
+    (sweep, stage or block overrides), or a grid axis in ``final_overrides``. Once per sweep, before expansion."""
     for ov in [*sweep.overrides, *sweep.final_overrides]:
         key = _override_key(ov)
         if key in FIXED_FIELDS:
             raise SweepError(f"override {ov!r}: '{key}' is set per point by the sweep; "
                              + ("give seeds in the grid blocks, e.g. 'stages.pretrain.grid=[{seeds:[0,1,2]}]'"
                                 if key == "seed" else "it cannot be overridden"))
+    for stage, st in sweep.stages.items():
+        for b, block in enumerate(st.grid):
+            for ov in [*st.overrides, *block.overrides]:
+                if _override_key(ov) in FIXED_FIELDS:
+                    raise SweepError(f"sweep definition stages.{stage}: override {ov!r} (stage or "
+                                     f"stages.{stage}.grid[{b}] overrides) sets '{_override_key(ov)}', which the "
+                                     "sweep sets per point (seeds: give them in the grid block)")
     for ov in sweep.final_overrides:
         key = _override_key(ov)
         for stage, st in sweep.stages.items():
@@ -351,6 +358,7 @@ def enabled_stages(sweep: SweepConfig) -> list[str]:
 
 def expand(sweep: SweepConfig, composer: PointComposer | None = None) -> list[Task]:
     """Every task of the sweep, parents before children, each with a validated config."""
+    _check_overrides(sweep)  # (also for a SweepConfig built without compose_sweep)
     composer = composer or PointComposer()
     sweep_dir = Path(sweep.sweep_dir).expanduser().resolve()
     stages = enabled_stages(sweep)
@@ -466,11 +474,6 @@ def _make_task(
     point = "-".join(parts) if parts else stage
     base_ov = list(sweep.overrides) + list(st.overrides) + list(block.overrides) + inh_values
     axis_ov = [f"{k}={render_value(v)}" for k, v in own.items()] + list(sweep.final_overrides)
-    for ov in [*st.overrides, *block.overrides]:
-        if _override_key(ov) in FIXED_FIELDS:
-            raise SweepError(f"sweep definition stages.{stage}: override {ov!r} (stage or {where} overrides) "
-                             f"sets '{_override_key(ov)}', which the sweep sets per point (seeds: give them in "
-                             "the grid block)")
     # No `sweep=` override: the key collides with the `sweep/` config group, so Hydra would read it as a
     # group choice; the field is set on the composed config instead.
     fixed = [f"seed={seed}", f"point={render_value(point)}"]

@@ -64,7 +64,7 @@ class ImageFolderSource(SampleSource):
                     per_class[label] += 1
         if not self.files:
             raise DataError(f"no image files ({', '.join(IMG_EXTENSIONS)}) under the class folders", path=self.root)
-        empty = [c for c, n in zip(self.class_names, per_class) if n == 0 and (self.root / c).is_dir()]
+        empty = [c for c, n in zip(self.class_names, per_class) if n == 0]
         if empty and defines:
             raise DataError(f"class folders {empty} hold no image file: remove them (every later class index "
                             "would shift)", path=self.root)
