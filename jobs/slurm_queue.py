@@ -7,6 +7,12 @@ attempt of a requeued task (state ``REQUEUED``/``PREEMPTED``): the attempts are 
 Finished jobs leave ``squeue`` after ``MinJobAge``; ``sacct`` keeps them. A task found in neither (a
 pending array task cancelled before it ever ran leaves no record at all) is ``UNKNOWN``.
 
+``squeue`` is asked for every state (``-t all``): by default it lists only pending, running and completing
+jobs, so a job that ended a moment ago would be in neither view while slurmdbd records its end, and be
+taken for lost (the report of a resumed sweep read UNKNOWN seconds after it completed). With ``-t all`` a
+finished job stays in the queue's view, with its final state, for ``MinJobAge`` (60 s on the bundled
+cluster, 300 s by default).
+
 When ``squeue`` answered, a job it does not list is not queued or running, whatever ``sacct`` says:
 slurmdbd can lag behind a job that just died (out of memory, node failure) or keep a stale ``RUNNING``
 record, and trusting it would leave a dead task unsubmitted forever. Such a job is ``UNKNOWN`` with the
@@ -109,7 +115,7 @@ def parse_sacct(text: str) -> dict[str, JobState]:
 
 
 def parse_squeue(text: str) -> dict[str, JobState]:
-    """Parse ``squeue -h -r -o %i|%T|%r|%E`` (one line per array task)."""
+    """Parse ``squeue -h -r -t all -o %i|%T|%r|%E`` (one line per array task)."""
     out: dict[str, JobState] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
@@ -150,8 +156,10 @@ def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = F
     ids = ",".join(query_ids(job_ids))
     out, _ = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ids, "-o", "JobID,State,Reason,ExitCode"], timeout_s)
     acct = parse_sacct(out) if out is not None else {}
-    # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory.
-    out, why = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"], timeout_s)
+    # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory. Every
+    # state, so that a job which just ended is still seen (see the module docstring).
+    out, why = _run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"],
+                    timeout_s)
     if out is None and require_live:
         raise QueueUnavailable(f"cannot read SLURM's queue ({why}); nothing was submitted or cancelled, "
                                "try again when the controller answers")

@@ -71,6 +71,27 @@ def test_a_stale_running_record_is_not_taken_for_a_live_job(monkeypatch: pytest.
     assert s["100_1"].state == "COMPLETED" and s["100_2"].state == "PENDING" and s["100_2"].active
 
 
+def test_a_job_that_just_ended_is_not_taken_for_a_lost_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report job completed a moment ago; slurmdbd still has it RUNNING. squeue, like the real one, lists
+    # finished jobs only when asked for every state (`-t all`); by default it shows pending/running ones.
+    import subprocess
+
+    queue = {"216": "COMPLETED", "217": "RUNNING"}
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        if cmd[0] == "sacct":
+            return subprocess.CompletedProcess(cmd, 0, "216|RUNNING|None|0:0\n217|RUNNING|None|0:0\n", "")
+        every = "-t" in cmd and cmd[cmd.index("-t") + 1] == "all"
+        lines = [f"{j}|{st}|None|(null)" for j, st in queue.items() if every or st in ("PENDING", "RUNNING")]
+        return subprocess.CompletedProcess(cmd, 0, "\n".join(lines) + "\n", "")
+
+    monkeypatch.setattr(slurm_queue, "slurm_available", lambda: True)
+    monkeypatch.setattr(slurm_queue.subprocess, "run", run)
+    s = slurm_queue.query(["216", "217"])
+    assert s["216"].state == "COMPLETED" and not s["216"].active  # not UNKNOWN (final: --watch stopped on it)
+    assert s["217"].state == "RUNNING" and s["217"].active
+
+
 @pytest.mark.parametrize("squeue", [None, (1, "")], ids=["timeout", "error"])
 def test_an_unreadable_queue_is_never_taken_for_an_empty_one(monkeypatch: pytest.MonkeyPatch,
                                                             squeue: tuple[int, str] | None) -> None:
