@@ -38,7 +38,8 @@ TINY = [
     "train.channels_last=false",
     "train.threads=1",
     "pretrain.knn_train_samples=64",
-    "train.epochs=1",
+    # One epoch comes from tiny.yaml's sweep overrides. Not given here: command-line overrides apply last,
+    # over a grid block's own (the cancel test's victim block sets train.epochs=20).
     "train.max_steps=0",  # tiny.yaml caps steps for the fake-stage tests; these run whole epochs
 ]
 FRACTIONS = "stages.finetune.grid=[{axes:{finetune.label_fraction:[0.1,0.5]}}]"
