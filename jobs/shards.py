@@ -104,7 +104,7 @@ def build_dataset(
     "train" (when it is among the splits). Returns ``{split: manifest}``; a manifest is None for an array task
     whose split is still being written by other tasks.
 
-    ``limit`` keeps the first N samples of each split (quick demos and tests). ``verify``: "sha256" or "size",
+    ``limit`` keeps N samples of each split, spread evenly over its classes (quick demos and tests). ``verify``: "sha256" or "size",
     how an existing root is checked before it is reused.
     """
     if source not in SOURCES:
@@ -132,8 +132,10 @@ def build_dataset(
         desc = src.describe()
         samples: Sequence[Any] = src
         if limit is not None and limit < len(src):
-            samples = src[:limit]
-            desc = {**desc, "limit": limit, "num_samples": limit}
+            # Spread over the classes: the first N of an ImageFolder (listed class by class) held only its
+            # first classes. "limit_rule" keeps shards written by the old first-N rule from being reused.
+            samples = src.balanced_subset(limit)
+            desc = {**desc, "limit": limit, "limit_rule": "class-balanced", "num_samples": limit}
         expect = {"source": desc, "image_format": fmt, "class_names": list(src.class_names), "max_count": shard_size,
                   "max_bytes": max_bytes, "jpeg_quality": jpeg_quality if fmt == "jpeg" else None}
         reused = None if force else _reusable(out, split, expect, verify)
@@ -184,7 +186,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction choice")
     p.add_argument("--task-index", type=int, default=0, help="array-job task index")
     p.add_argument("--num-tasks", type=int, default=1, help="array-job task count")
-    p.add_argument("--limit", type=int, default=None, help="only the first N samples of each split")
+    p.add_argument("--limit", type=int, default=None, help="only N samples of each split, spread evenly over its classes")
     p.add_argument("--force", action="store_true", help="rewrite even when a matching data root exists")
     p.add_argument("--verify", choices=("sha256", "size"), default="sha256", help="check of an existing root")
     p.add_argument("--no-verify-images", action="store_true", help="do not fully decode passed-through files")

@@ -133,3 +133,19 @@ def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
     from simclr.data.codec import decode_pil
 
     assert np.asarray(decode_pil(open_split(tmp_path / "root", "train").read(0), "RGB")).mean() == 110
+
+
+def test_a_limit_takes_samples_of_every_class(tmp_path: Path) -> None:
+    """An ImageFolder is listed class by class: --limit 6 over cat/dog/zebra (5 images each) gave 5 cats + 1 dog."""
+    rng = np.random.default_rng(3)
+    for cls in ("cat", "dog", "zebra"):
+        d = tmp_path / "in" / "train" / cls
+        d.mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], limit=7, fractions=())
+    m = res["train"]
+    assert m.num_samples == 7 and m.label_counts == [3, 2, 2] and m.source["limit_rule"] == "class-balanced"
+    # a larger limit than a class holds leaves its turns to the others
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root2", splits=["train"], limit=14, fractions=())
+    assert res["train"].label_counts == [5, 5, 4]

@@ -59,6 +59,10 @@ class ArraySource(SampleSource):
         label = int(self.labels[i])
         return self._fmt.format(i), self.images[i], (None if label < 0 else label)
 
+    def label_at(self, i: int) -> int | None:
+        label = int(self.labels[i])
+        return None if label < 0 else label
+
     def describe(self) -> dict[str, Any]:
         h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
         h.update(self.labels.tobytes())

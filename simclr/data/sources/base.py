@@ -35,6 +35,35 @@ class SampleSource(Sequence[Sample]):
         """JSON-able description for the manifest's ``source`` field (identifies the input for reuse)."""
         return {"type": self.name, "num_samples": len(self)}
 
+    def label_at(self, i: int) -> int | None:
+        """The label of sample ``i`` (None: unlabelled). Sources override it to answer without reading the image."""
+        return self[i][2]
+
+    def balanced_subset(self, n: int) -> Sequence[Sample]:
+        """``n`` samples spread over the classes as evenly as they allow, in source order.
+
+        Class by class in turn, each class's next sample in source order (unlabelled samples form one more
+        "class"), until ``n`` are taken; a class that runs out leaves its turns to the others. The first ``n``
+        of a source sorted by class (an ImageFolder) would hold only its first classes.
+        """
+        if n >= len(self):
+            return self
+        by_class: dict[int | None, list[int]] = {}
+        for i in range(len(self)):
+            by_class.setdefault(self.label_at(i), []).append(i)
+        queues = [iter(ids) for ids in by_class.values()]
+        chosen: list[int] = []
+        while len(chosen) < n:
+            for q in list(queues):
+                j = next(q, None)
+                if j is None:
+                    queues.remove(q)
+                    continue
+                chosen.append(j)
+                if len(chosen) == n:
+                    break
+        return _Slice(self, sorted(chosen))
+
     @overload
     def __getitem__(self, i: int) -> Sample: ...
 
@@ -55,7 +84,9 @@ class SampleSource(Sequence[Sample]):
 
 
 class _Slice(Sequence[Sample]):
-    def __init__(self, src: SampleSource, rng: range) -> None:
+    """The samples of ``src`` at the indices ``rng`` (a range, or any sequence of indices), in that order."""
+
+    def __init__(self, src: SampleSource, rng: Sequence[int]) -> None:
         self._src, self._rng = src, rng
 
     def __len__(self) -> int:
@@ -71,3 +102,4 @@ class _Slice(Sequence[Sample]):
         if isinstance(i, slice):
             return _Slice(self._src, self._rng[i])
         return self._src[self._rng[i]]
+

@@ -73,6 +73,9 @@ class FashionMNIST(SampleSource):
     def _get(self, i: int) -> Sample:
         return self._key(i), self.images[i], int(self.labels[i])
 
+    def label_at(self, i: int) -> int | None:
+        return int(self.labels[i])
+
     def describe(self) -> dict[str, Any]:
         digest = hashlib.sha256(self.images_path.read_bytes() + self.labels_path.read_bytes()).hexdigest()
         return {"type": self.name, "split": self.split, "path": str(self.root), "num_samples": len(self), "sha256": digest}

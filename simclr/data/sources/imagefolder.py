@@ -79,6 +79,9 @@ class ImageFolderSource(SampleSource):
         except OSError as e:
             raise BadSampleError(f"unreadable image file: {e}", path=path, key=key) from e
 
+    def label_at(self, i: int) -> int | None:
+        return self.files[i][2]
+
     def describe(self) -> dict[str, Any]:
         # Size AND modification time: an edited image of a fixed-size format (PPM, BMP, raw TIFF) keeps its size,
         # and its stale shards were reused.

@@ -31,3 +31,13 @@ def test_npz(tmp_path) -> None:
     assert len(src) == 4 and src.class_names == ["u", "v"] and src[0][0] == "val_000000"
     with pytest.raises(ValueError, match="train_images"):
         npz_samples(p, "train")
+
+
+def test_balanced_subset_spreads_over_classes_in_source_order() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, -1, 2])  # -1: unlabelled, its own group
+    src = array_samples(np.zeros((8, 2, 2), np.uint8), labels, ["a", "b", "c"])
+    sub = src.balanced_subset(5)
+    assert [k for k, _, _ in sub] == [src[i][0] for i in (0, 1, 4, 6, 7)]
+    assert [lab for _, _, lab in sub] == [0, 0, 1, None, 2]
+    assert src.label_at(6) is None and src.label_at(7) == 2
+    assert src.balanced_subset(8) is src and len(src.balanced_subset(7)) == 7
