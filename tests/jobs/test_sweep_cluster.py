@@ -106,10 +106,15 @@ def test_tiny_sweep_end_to_end_cancel_resume_report(tiny_root: Path, tmp_path: P
                      "proj3-lf0.1": "CANCELLED", "proj3-lf0.5": "CANCELLED"}, state
     # the report ran although tasks were cancelled (afterany)
     assert report is not None and report.state == "COMPLETED" and (sweep / "report" / "report.html").is_file()
-    # status matches SLURM's own view of every job
-    slurm = _sacct_states(list(sub.arrays.values()))
+    # status matches SLURM's own view of every job, once the accounting has caught up with the queue (slurmdbd
+    # records a job's end a moment after squeue shows it; status reads squeue first)
+    for _ in range(60):
+        slurm = _sacct_states(list(sub.arrays.values()))
+        if all(slurm.get(r.job_id) == r.slurm_state for r in rows):
+            break
+        time.sleep(0.5)
     for r in rows:
-        assert r.slurm_state == slurm[r.job_id], (r.point, r.slurm_state, slurm[r.job_id])
+        assert r.slurm_state == slurm.get(r.job_id), (r.point, r.slurm_state, slurm.get(r.job_id))
 
     # resume reruns exactly the cancelled task and its dependants; finished runs are untouched
     done_status = {r.run_dir: (Path(r.run_dir) / "status.json").read_text() for r in rows if r.state == "DONE"}
