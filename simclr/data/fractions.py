@@ -78,18 +78,22 @@ def write_label_fractions(
         wanted[f"{per_class}perclass"] = per_class
 
     out_dir = Path(data_root) / split / FRACTIONS_DIR
-    paths: dict[str, Path] = {}
+    lists: dict[str, list[str]] = {}
     summary: dict[str, dict[str, int]] = {}
+    # Every list is chosen before any is written: a class too small for the 10% list used to fail after
+    # 1percent.txt was rewritten (with this call's seed), leaving it out of step with fractions.json.
     for name, k in wanted.items():
         short = [shards.class_names[c] for c in range(num_classes) if 0 < len(by_class[c]) < k]
         if short:
-            raise DataError(f"{name}: {k} samples per class wanted, but classes {short} have fewer", path=shards.split_dir)
+            raise DataError(f"{name}: {k} samples per class wanted, but classes {short} have fewer; nothing was "
+                            "written (per_class= gives a fixed number per class)", path=shards.split_dir)
         # Classes without any labelled sample (e.g. a test-only class) contribute nothing.
-        chosen = sorted(shards.keys[r] for c in range(num_classes) for r in by_class[c][:k])
-        path = out_dir / f"{name}.txt"
-        atomic_write_text(path, "".join(k_ + "\n" for k_ in chosen))
-        paths[name] = path
-        summary[name] = {"per_class": k, "count": len(chosen)}
+        lists[name] = sorted(shards.keys[r] for c in range(num_classes) for r in by_class[c][:k])
+        summary[name] = {"per_class": k, "count": len(lists[name])}
+    paths: dict[str, Path] = {}
+    for name, chosen in lists.items():
+        paths[name] = out_dir / f"{name}.txt"
+        atomic_write_text(paths[name], "".join(k_ + "\n" for k_ in chosen))
     atomic_write_text(out_dir / "fractions.json", json.dumps({"seed": seed, "split": split, "fractions": summary},
                                                             indent=1, sort_keys=True) + "\n")
     return paths

@@ -58,3 +58,18 @@ def test_official_names_and_errors(root: Path) -> None:
     with pytest.raises(DataError, match="line 2") as exc:
         read_keys(bad)
     assert "bad.txt" in str(exc.value)
+
+
+def test_a_list_that_cannot_be_made_writes_nothing(tmp_path: Path) -> None:
+    """Class c2 holds 2 samples, too few for 10% (3 per class): 1percent.txt was written before the error."""
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 2)
+    write_shards(array_samples(np.zeros((102, 4, 4), np.uint8), labels, ["c0", "c1", "c2"]), tmp_path, split="train")
+    out = tmp_path / "train" / "fractions"
+    with pytest.raises(DataError, match="10percent.*c2.*nothing was written"):
+        write_label_fractions(tmp_path, fractions=(0.01, 0.1), seed=0)
+    assert not out.exists() or not any(out.iterdir())
+    # an earlier, whole set of lists stays as it was (not a new seed's 1% beside the old 10% and fractions.json)
+    old = write_label_fractions(tmp_path, fractions=(0.01,), seed=0)["1percent"].read_text()
+    with pytest.raises(DataError):
+        write_label_fractions(tmp_path, fractions=(0.01, 0.1), seed=5)
+    assert (out / "1percent.txt").read_text() == old and '"seed": 0' in (out / "fractions.json").read_text()
