@@ -17,13 +17,13 @@ sample standard deviation over seeds (ddof=1), NaN with one seed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.labels import fraction_label, ft_label, head_label, is_missing, model_label
+from analysis.labels import fraction_label, ft_label, head_label, is_missing, model_label, num_label
 
 __all__ = [
     "BACKBONE",
@@ -34,6 +34,7 @@ __all__ = [
     "metric_series",
     "group_runs",
     "group_label",
+    "distinct_labels",
     "check_groups",
 ]
 
@@ -134,7 +135,7 @@ def group_runs(runs: pd.DataFrame, values: Sequence[str] = ("top1",)) -> pd.Data
             out[c] = np.nan
     first = values[0]
     out["mean"], out["std"], out["n"] = out[f"{first}_mean"], out[f"{first}_std"], out[f"{first}_n"]
-    out["label"] = [group_label(r) for r in out.to_dict("records")]
+    out["label"] = distinct_labels(out.to_dict("records"))
     rest = [c for c in out.columns if c not in columns]
     return out[columns + rest]
 
@@ -154,6 +155,47 @@ def group_label(row: dict[str, object] | pd.Series) -> str:
         t_ft = row.get("teacher_ft_proj_selector")
         label += f" ← teacher {teacher}" + ("" if is_missing(t_ft) else f", ft {ft_label(t_ft)}")
     return label
+
+
+# How a key that group_label leaves out reads when it is what tells two groups apart.
+_KEY_LABELS: dict[str, Callable[[object], str]] = {
+    "cifar_stem": lambda v: "CIFAR stem" if v in (True, 1, 1.0) else "ImageNet stem",
+    "proj_out_dim": lambda v: f"out dim {num_label(v)}",
+    "teacher_num_proj_layers": lambda v: f"teacher head {num_label(v)}",
+    "teacher_label_fraction": lambda v: f"teacher at {fraction_label(v)}",
+}
+
+
+def _key_label(key: str, value: object) -> str:
+    if is_missing(value):
+        return f"{key} —"
+    try:
+        return _KEY_LABELS[key](value) if key in _KEY_LABELS else f"{key} {num_label(value)}"
+    except (TypeError, ValueError):
+        return f"{key} {value}"
+
+
+def _same(a: object, b: object) -> bool:
+    return (is_missing(a) and is_missing(b)) or (not is_missing(a) and not is_missing(b) and a == b)
+
+
+def distinct_labels(rows: Sequence[dict[str, object]]) -> list[str]:
+    """:func:`group_label` of each group row, plus the keys that tell apart groups whose labels would read
+    the same (the stem, the projection's output size, the teacher's label fraction): two such groups were
+    separate rows of a table under one name."""
+    labels = [group_label(r) for r in rows]
+    alike: dict[tuple[object, str], list[int]] = {}
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        alike.setdefault((r["stage"], lab), []).append(i)
+    for (stage, _), idx in alike.items():
+        if len(idx) < 2:
+            continue
+        keys = [k for k in STAGE_KEYS.get(str(stage), GROUP_KEYS)
+                if any(not _same(rows[i].get(k), rows[idx[0]].get(k)) for i in idx[1:])]
+        for i in idx:
+            if keys:
+                labels[i] += " · " + ", ".join(_key_label(k, rows[i].get(k)) for k in keys)
+    return labels
 
 
 def check_groups(runs: pd.DataFrame) -> list[str]:

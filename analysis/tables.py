@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, group_label, group_runs
+from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, distinct_labels, group_runs
 from analysis.labels import (fraction_label, ft_label, gain_label, head_label, is_missing, mean_std_label,
                              model_label, num_label, params_label)
 from analysis.runfolder import STAGES
@@ -202,6 +202,7 @@ def fraction_table(groups: pd.DataFrame) -> Table:
         return _empty(name, title, "No classifier runs finished.")
     fractions = _fractions(frame)
     rows: list[dict[str, object]] = []
+    firsts: list[dict[str, object]] = []
     for stage in stages:
         sub = frame[frame["stage"] == stage]
         if sub.empty:
@@ -210,12 +211,15 @@ def fraction_table(groups: pd.DataFrame) -> Table:
         for key, g in sub.groupby(keys, dropna=False, sort=True):
             first = g.iloc[0].to_dict()
             first["label_fraction"] = None
-            row: dict[str, object] = {"stage": stage, "group": group_label(first), "params": float(g["params"].mean())}
+            firsts.append(first)
+            row: dict[str, object] = {"stage": stage, "group": "", "params": float(g["params"].mean())}
             for f in fractions:
                 at = _at_fraction(g, f)
                 prefix = fraction_label(f)
                 row.update({f"{prefix} {s}": (at[s].iloc[0] if len(at) else np.nan) for s in _STATS})
             rows.append(row)
+    for row, label in zip(rows, distinct_labels(firsts)):
+        row["group"] = label
     numeric = pd.DataFrame(rows)
     display = pd.DataFrame({"Run group": numeric["group"], "Params": [params_label(p) for p in numeric["params"]]})
     for f in fractions:

@@ -99,3 +99,21 @@ def test_students_of_teachers_at_different_label_fractions_are_not_pooled(tmp_pa
     g = group_runs(collect(tmp_path).runs)
     d = g[g["stage"] == "distill"].sort_values("teacher_label_fraction")
     assert d["mean"].tolist() == [60.0, 80.0] and d["n"].tolist() == [3, 3]
+
+
+def test_groups_that_differ_only_in_a_key_the_label_leaves_out_read_apart(tmp_path: Path) -> None:
+    """Two fine-tune groups, CIFAR vs ImageNet stem, were two rows named 'finetune R18 1× · head 3, ft 1 · 10%'."""
+    from analysis.tables import fraction_table
+
+    for stem, top1 in ((True, 70.0), (False, 60.0)):
+        for seed in (0, 1):
+            write_run(tmp_path, stage="finetune", seed=seed, model=model_config(cifar_stem=stem), ft_proj_selector=1,
+                      label_fraction=0.1, top1=top1)
+    write_run(tmp_path, stage="finetune", model=model_config(proj_out_dim=64, depth=50), ft_proj_selector=1,
+              label_fraction=0.1, top1=50.0)
+    g = group_runs(collect(tmp_path).runs).sort_values("mean")
+    assert g["label"].tolist() == ["finetune R50 1× · head 3, ft 1 · 10%",
+                                   "finetune R18 1× · head 3, ft 1 · 10% · ImageNet stem",
+                                   "finetune R18 1× · head 3, ft 1 · 10% · CIFAR stem"]
+    names = fraction_table(g).numeric["group"].tolist()
+    assert len(set(names)) == 3 and "finetune R18 1× · head 3, ft 1 · CIFAR stem" in names
