@@ -13,9 +13,10 @@ taken for lost (the report of a resumed sweep read UNKNOWN seconds after it comp
 finished job stays in the queue's view, with its final state, for ``MinJobAge`` (60 s on the bundled
 cluster, 300 s by default).
 
-When ``squeue`` answered, a job it does not list is not queued or running, whatever ``sacct`` says:
-slurmdbd can lag behind a job that just died (out of memory, node failure) or keep a stale ``RUNNING``
-record, and trusting it would leave a dead task unsubmitted forever. Such a job is ``UNKNOWN`` with the
+When ``squeue`` answered, a job it does not list is not queued or running, whatever ``sacct`` says: it
+ended longer than ``MinJobAge`` ago (or the controller restarted), and slurmdbd, which may keep a stale
+``RUNNING`` record after an out-of-memory kill or a node failure, has not recorded its end; trusting it
+would leave a dead task unsubmitted forever. Such a job is ``UNKNOWN`` with the
 stale record named in its reason. When ``squeue`` could not be read at all, nothing is known about what
 is live: jobs without an accounting record are ``QUERY_FAILED`` (not final: ``status --watch`` keeps
 polling), and :func:`query` with ``require_live=True`` (what a submission plans on) raises
@@ -167,9 +168,10 @@ def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = F
     for j in job_ids:
         a, q = acct.get(j), live.get(j)
         if q is not None:
-            # The queue is the live truth; the accounting adds the requeue count and exit code.
-            result[j] = JobState(j, q.state, q.reason, a.exit_code if a else "", a.requeues if a else 0,
-                                 q.dependency)
+            # The queue is the live truth; the accounting adds the requeue count, and the exit code once it
+            # has recorded the job's end (a lagging RUNNING record's 0:0 is not the exit code of a FAILED job).
+            exit_code = a.exit_code if a is not None and a.state not in ACTIVE_STATES else ""
+            result[j] = JobState(j, q.state, q.reason, exit_code, a.requeues if a else 0, q.dependency)
         elif out is None:
             result[j] = a if a is not None else JobState(j, QUERY_FAILED, why)
         elif a is not None and a.state in ACTIVE_STATES:

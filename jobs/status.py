@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.manifest import latest_jobs, read_manifest, read_progress, read_status
-from jobs.slurm_queue import JobState
+from jobs.slurm_queue import ACTIVE_STATES, QUERY_FAILED, JobState
 from jobs.submit import current_records
 
 # The metric shown per stage, in order of preference: (split, name) as in metrics.jsonl.
@@ -34,7 +34,7 @@ KEY_METRICS: dict[str, list[tuple[str, str]]] = {
     "distill": [("test", "top1"), ("val", "top1"), ("train", "agreement"), ("train", "distill_loss")],
 }
 FINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                          "BOOT_FAIL", "DEADLINE", "COMPLETED", "UNKNOWN", "NOT_SUBMITTED", "SKIPPED"})
+                          "BOOT_FAIL", "DEADLINE", "COMPLETED", "UNKNOWN", "NOT_SUBMITTED", "SKIPPED", "REVOKED"})
 
 
 @dataclass
@@ -178,7 +178,8 @@ def finished(rows: list[Row], report: Row | None) -> bool:
     """Nothing left to run: every task ended, and the report too (if there is one)."""
     if any(r.state not in FINAL_STATES for r in rows):
         return False
-    return report is None or report.state not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING")
+    # Every state that will still run (SUSPENDED, REQUEUE_HOLD, ... too), and an unreadable queue, is not an end.
+    return report is None or (report.state not in ACTIVE_STATES and report.state != QUERY_FAILED)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,8 @@ def _fake_slurm(monkeypatch: pytest.MonkeyPatch, sacct: tuple[int, str] | None,
 
 
 def test_a_stale_running_record_is_not_taken_for_a_live_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The job died seconds ago (out of memory); slurmdbd has not recorded its end yet, squeue no longer lists it.
+    # The job died (out of memory) longer than MinJobAge ago, so squeue no longer lists it, even with -t all;
+    # slurmdbd still has its stale RUNNING record.
     _fake_slurm(monkeypatch, (0, "100_0|RUNNING|None|0:0\n100_1|COMPLETED|None|0:0\n"), (0, "100_2|PENDING|None|\n"))
     s = slurm_queue.query(["100_0", "100_1", "100_2"])
     assert s["100_0"].state == "UNKNOWN" and not s["100_0"].active and "RUNNING" in s["100_0"].reason
@@ -76,20 +77,23 @@ def test_a_job_that_just_ended_is_not_taken_for_a_lost_one(monkeypatch: pytest.M
     # finished jobs only when asked for every state (`-t all`); by default it shows pending/running ones.
     import subprocess
 
-    queue = {"216": "COMPLETED", "217": "RUNNING"}
+    queue = {"216": "COMPLETED", "217": "RUNNING", "218": "FAILED", "219": "FAILED"}
 
     def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         if cmd[0] == "sacct":
-            return subprocess.CompletedProcess(cmd, 0, "216|RUNNING|None|0:0\n217|RUNNING|None|0:0\n", "")
+            return subprocess.CompletedProcess(cmd, 0, "216|RUNNING|None|0:0\n217|RUNNING|None|0:0\n"
+                                               "218|RUNNING|None|0:0\n219|FAILED|NonZeroExitCode|3:0\n", "")
         every = "-t" in cmd and cmd[cmd.index("-t") + 1] == "all"
         lines = [f"{j}|{st}|None|(null)" for j, st in queue.items() if every or st in ("PENDING", "RUNNING")]
         return subprocess.CompletedProcess(cmd, 0, "\n".join(lines) + "\n", "")
 
     monkeypatch.setattr(slurm_queue, "slurm_available", lambda: True)
     monkeypatch.setattr(slurm_queue.subprocess, "run", run)
-    s = slurm_queue.query(["216", "217"])
+    s = slurm_queue.query(["216", "217", "218", "219"])
     assert s["216"].state == "COMPLETED" and not s["216"].active  # not UNKNOWN (final: --watch stopped on it)
     assert s["217"].state == "RUNNING" and s["217"].active
+    # the exit code is the accounting's once it has recorded the end, not a lagging RUNNING record's 0:0
+    assert (s["218"].state, s["218"].exit_code) == ("FAILED", "") and s["219"].exit_code == "3:0"
 
 
 @pytest.mark.parametrize("squeue", [None, (1, "")], ids=["timeout", "error"])

@@ -94,3 +94,12 @@ def test_watch_ends_when_everything_ended(tmp_path: Path, monkeypatch: pytest.Mo
 def test_not_a_sweep_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert status_mod.main([str(tmp_path)]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("state", ["SUSPENDED", "REQUEUE_HOLD", "QUERY_FAILED"])
+def test_a_report_that_will_still_run_is_not_the_end(state: str) -> None:
+    """A suspended or held report job (or one whose state could not be read) ended `status --watch`."""
+    done = status_mod.Row("pretrain", "a", 0, "DONE", "COMPLETED", "", 0, None, None, "", None, "5_0", "/r")
+    report = status_mod.Row("report", "report", 0, state, state, "", 0, None, None, "", None, "7", "/s/report")
+    assert not status_mod.finished([done], report)
+    assert status_mod.finished([done], status_mod.Row(**{**report.__dict__, "state": "COMPLETED"}))
