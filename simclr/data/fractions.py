@@ -11,11 +11,16 @@ lists). Here, for a split's labelled samples:
 
 Files: ``<data_root>/<split>/fractions/<name>.txt`` with one key a line (sorted), ``name`` = ``1percent``,
 ``10percent``, ``0.5percent``, ``25perclass`` ...; plus ``fractions.json`` with the seed and the counts.
+The lists a folder already holds (named in its ``fractions.json``) are written again with each call's seed,
+so that every list of a folder is of one seed and nested in the others; one that the current shards can no
+longer fill is removed, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from simclr.data.shardset import open_split
 from simclr.train.atomic import atomic_write_text
 
 FRACTIONS_DIR = "fractions"
+log = logging.getLogger("simclr.data")
 
 
 def fraction_name(fraction: float) -> str:
@@ -78,25 +84,62 @@ def write_label_fractions(
         wanted[f"{per_class}perclass"] = per_class
 
     out_dir = Path(data_root) / split / FRACTIONS_DIR
+    # The lists an earlier call left here: written again with this seed (a 10percent.txt of seed 0 beside a
+    # new 1percent.txt and a fractions.json of seed 5 was neither nested nor described).
+    earlier = {name: k for name, k in _listed(out_dir, labelled, num_classes).items() if name not in wanted}
     lists: dict[str, list[str]] = {}
     summary: dict[str, dict[str, int]] = {}
+    dropped: list[str] = []
     # Every list is chosen before any is written: a class too small for the 10% list used to fail after
     # 1percent.txt was rewritten (with this call's seed), leaving it out of step with fractions.json.
-    for name, k in wanted.items():
+    for name, k in {**wanted, **earlier}.items():
         short = [shards.class_names[c] for c in range(num_classes) if 0 < len(by_class[c]) < k]
+        if short and name in earlier:
+            log.warning("%s: removing the earlier key list %s.txt: classes %s now hold fewer than its %d per class",
+                        out_dir, name, short, k)
+            dropped.append(name)
+            continue
         if short:
+            hint = "" if name.endswith("perclass") else " (per_class= / --per-class gives a fixed number per class)"
             raise DataError(f"{name}: {k} samples per class wanted, but classes {short} have fewer; nothing was "
-                            "written (per_class= gives a fixed number per class)", path=shards.split_dir)
+                            f"written{hint}", path=shards.split_dir)
         # Classes without any labelled sample (e.g. a test-only class) contribute nothing.
         lists[name] = sorted(shards.keys[r] for c in range(num_classes) for r in by_class[c][:k])
         summary[name] = {"per_class": k, "count": len(lists[name])}
+    for name in dropped:
+        (out_dir / f"{name}.txt").unlink(missing_ok=True)
     paths: dict[str, Path] = {}
     for name, chosen in lists.items():
-        paths[name] = out_dir / f"{name}.txt"
-        atomic_write_text(paths[name], "".join(k_ + "\n" for k_ in chosen))
+        path = out_dir / f"{name}.txt"
+        atomic_write_text(path, "".join(k_ + "\n" for k_ in chosen))
+        if name in wanted:
+            paths[name] = path
     atomic_write_text(out_dir / "fractions.json", json.dumps({"seed": seed, "split": split, "fractions": summary},
                                                             indent=1, sort_keys=True) + "\n")
     return paths
+
+
+_LIST_NAME = re.compile(r"^(?:(?P<pct>\d+(?:\.\d+)?)percent|(?P<k>\d+)perclass)$")
+
+
+def _listed(out_dir: Path, labelled: int, num_classes: int) -> dict[str, int]:
+    """``{name: samples per class}`` of the lists a folder's ``fractions.json`` names, for the shards as they
+    are now (``10percent`` of 200 labels over 10 classes: 2); nothing when it has none or cannot be read (it
+    is rewritten whole)."""
+    try:
+        entries = json.loads((out_dir / "fractions.json").read_text(encoding="utf-8")).get("fractions", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, int] = {}
+    for name in entries if isinstance(entries, dict) else ():
+        m = _LIST_NAME.match(str(name))
+        if m is None:
+            continue
+        if m["k"] is not None:
+            out[name] = int(m["k"])
+        elif 0 < float(m["pct"]) <= 100:
+            out[name] = max(1, int(round(float(m["pct"]) / 100 * labelled / num_classes)))
+    return {n: k for n, k in out.items() if k >= 1}
 
 
 def read_keys(path: str | Path) -> list[str]:

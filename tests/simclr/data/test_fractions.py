@@ -73,3 +73,29 @@ def test_a_list_that_cannot_be_made_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         write_label_fractions(tmp_path, fractions=(0.01, 0.1), seed=5)
     assert (out / "1percent.txt").read_text() == old and '"seed": 0' in (out / "fractions.json").read_text()
+
+
+def test_earlier_lists_are_rewritten_with_the_new_seed(root: Path, tmp_path: Path, caplog) -> None:
+    """A call with fewer fractions and another seed left the old 10percent.txt (seed 0) beside a new 1% of seed 5."""
+    import json
+    import shutil
+
+    write_label_fractions(root, fractions=(0.05, 0.25), seed=0, per_class=3)
+    out = root / "train" / "fractions"
+    paths = write_label_fractions(root, fractions=(0.05,), seed=5)
+    assert set(paths) == {"5percent"}
+    fresh = tmp_path / "fresh"
+    shutil.copytree(root / "train", fresh / "train", ignore=shutil.ignore_patterns("fractions"))
+    again = write_label_fractions(fresh, fractions=(0.05, 0.25), seed=5, per_class=3)
+    for name in ("5percent", "25percent", "3perclass"):
+        assert (out / f"{name}.txt").read_text() == again[name].read_text(), name
+    meta = json.loads((out / "fractions.json").read_text())
+    assert meta["seed"] == 5 and set(meta["fractions"]) == {"5percent", "25percent", "3perclass"}
+    # an earlier list that the shards can no longer fill (41 per class of 40) is removed, with a warning
+    meta["fractions"]["41perclass"] = {"per_class": 41, "count": 410}
+    (out / "fractions.json").write_text(json.dumps(meta))
+    (out / "41perclass.txt").write_text("stale\n")
+    with caplog.at_level("WARNING"):
+        write_label_fractions(root, fractions=(0.05,), seed=5)
+    assert not (out / "41perclass.txt").exists() and "41perclass" in caplog.text
+    assert "41perclass" not in json.loads((out / "fractions.json").read_text())["fractions"]
