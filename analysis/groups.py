@@ -181,8 +181,8 @@ def _same(a: object, b: object) -> bool:
 
 def distinct_labels(rows: Sequence[dict[str, object]]) -> list[str]:
     """:func:`group_label` of each group row, plus the keys that tell apart groups whose labels would read
-    the same (the stem, the projection's output size, the teacher's label fraction): two such groups were
-    separate rows of a table under one name."""
+    the same (the stem, the projection's output size, the teacher's head or label fraction): two such
+    groups were separate rows of a table under one name."""
     labels = [group_label(r) for r in rows]
     alike: dict[tuple[object, str], list[int]] = {}
     for i, (r, lab) in enumerate(zip(rows, labels)):

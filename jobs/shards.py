@@ -104,7 +104,8 @@ def build_dataset(
     "train" (when it is among the splits). Returns ``{split: manifest}``; a manifest is None for an array task
     whose split is still being written by other tasks.
 
-    ``limit`` keeps N samples of each split, spread evenly over its classes (quick demos and tests). ``verify``: "sha256" or "size",
+    ``limit`` keeps N samples of each split, spread evenly over its classes (unlabelled samples count as one
+    more class; quick demos and tests). ``verify``: "sha256" or "size",
     how an existing root is checked before it is reused.
     """
     if source not in SOURCES:
@@ -186,7 +187,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the label-fraction choice")
     p.add_argument("--task-index", type=int, default=0, help="array-job task index")
     p.add_argument("--num-tasks", type=int, default=1, help="array-job task count")
-    p.add_argument("--limit", type=int, default=None, help="only N samples of each split, spread evenly over its classes")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only N samples of each split, spread evenly over its classes")
     p.add_argument("--force", action="store_true", help="rewrite even when a matching data root exists")
     p.add_argument("--verify", choices=("sha256", "size"), default="sha256", help="check of an existing root")
     p.add_argument("--no-verify-images", action="store_true", help="do not fully decode passed-through files")

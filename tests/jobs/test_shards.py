@@ -136,7 +136,7 @@ def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
 
 
 def test_a_limit_takes_samples_of_every_class(tmp_path: Path) -> None:
-    """An ImageFolder is listed class by class: --limit 6 over cat/dog/zebra (5 images each) gave 5 cats + 1 dog."""
+    """An ImageFolder is listed class by class: --limit 7 over cat/dog/zebra (5 images each) gave 5 cats + 2 dogs."""
     rng = np.random.default_rng(3)
     for cls in ("cat", "dog", "zebra"):
         d = tmp_path / "in" / "train" / cls

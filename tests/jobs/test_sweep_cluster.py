@@ -113,6 +113,7 @@ def test_tiny_sweep_end_to_end_cancel_resume_report(tiny_root: Path, tmp_path: P
         if all(slurm.get(r.job_id) == r.slurm_state for r in rows):
             break
         time.sleep(0.5)
+        rows, _ = collect(sweep)
     for r in rows:
         assert r.slurm_state == slurm.get(r.job_id), (r.point, r.slurm_state, slurm.get(r.job_id))
 

@@ -102,4 +102,3 @@ class _Slice(Sequence[Sample]):
         if isinstance(i, slice):
             return _Slice(self._src, self._rng[i])
         return self._src[self._rng[i]]
-
