@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.groups import BACKBONE
-from analysis.labels import fraction_label, model_label, num_label
+from analysis.labels import fraction_label, is_missing, model_label, num_label
 from analysis.runfolder import STAGES
 
 __all__ = ["FigureFile", "save_figure", "top1_vs_params", "gain_vs_params", "head_ablation", "distillation",
@@ -191,9 +191,13 @@ def distillation(distill_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     if distill_numeric.empty or distill_numeric["student mean"].isna().all():
         return None
     frame = distill_numeric.head(12)
-    labels = [f"{model_label(a, b, c)} ← {model_label(d, e, g)}\n{fraction_label(f)}" for a, b, c, d, e, g, f in
+    # The teacher's label fraction where it is not the student's (two bars of one name otherwise).
+    t_frac = frame["teacher_label_fraction"] if "teacher_label_fraction" in frame else [None] * len(frame)
+    labels = [f"{model_label(a, b, c)} ← {model_label(d, e, g)}\n{fraction_label(f)}"
+              + ("" if is_missing(t) or (not is_missing(f) and float(t) == float(f)) else f", teacher {fraction_label(t)}")
+              for a, b, c, d, e, g, f, t in
               zip(frame["depth"], frame["width"], frame["sk_ratio"], frame["teacher_depth"], frame["teacher_width"],
-                  frame["teacher_sk_ratio"], frame["label_fraction"])]
+                  frame["teacher_sk_ratio"], frame["label_fraction"], t_frac)]
     x = np.arange(len(frame))
     fig = Figure(figsize=(max(5.5, 1.6 * len(frame) + 2), 4.8))
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.86)

@@ -247,9 +247,11 @@ def distill_table(groups: pd.DataFrame) -> Table:
     numeric["gain vs supervised"] = numeric["student mean"] - numeric["supervised mean"]
     display = pd.DataFrame({
         "Student": [model_label(a, b, c) for a, b, c in zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])],
-        "Teacher": [model_label(a, b, c) + (f", ft {ft_label(f)}" if not is_missing(f) else "") for a, b, c, f in
+        # The teacher's own label fraction too: students of a 1% and a 10% teacher are two rows.
+        "Teacher": [model_label(a, b, c) + (f", ft {ft_label(f)}" if not is_missing(f) else "")
+                    + (f", {fraction_label(t)} labels" if not is_missing(t) else "") for a, b, c, f, t in
                     zip(numeric["teacher_depth"], numeric["teacher_width"], numeric["teacher_sk_ratio"],
-                        numeric["teacher_ft_proj_selector"])],
+                        numeric["teacher_ft_proj_selector"], numeric["teacher_label_fraction"])],
         "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
         "Student params": [params_label(p) for p in numeric["params"]],
         "Student top-1": _display_stats(numeric, "student"),

@@ -117,3 +117,14 @@ def test_groups_that_differ_only_in_a_key_the_label_leaves_out_read_apart(tmp_pa
                                    "finetune R18 1× · head 3, ft 1 · 10% · CIFAR stem"]
     names = fraction_table(g).numeric["group"].tolist()
     assert len(set(names)) == 3 and "finetune R18 1× · head 3, ft 1 · CIFAR stem" in names
+
+
+def test_the_distillation_table_names_the_teachers_label_fraction(tmp_path: Path) -> None:
+    from analysis.tables import distill_table
+
+    for frac, top1 in ((0.01, 60.0), (0.1, 80.0)):
+        t = write_run(tmp_path, stage="finetune", ft_proj_selector=1, label_fraction=frac, top1=top1 + 1)
+        write_run(tmp_path, stage="distill", label_fraction=0.01, teacher=str(t), top1=top1,
+                  teacher_model=model_config())
+    teachers = distill_table(group_runs(collect(tmp_path).runs)).display["Teacher"].tolist()
+    assert sorted(teachers) == ["R18 1×, ft 1, 1% labels", "R18 1×, ft 1, 10% labels"]

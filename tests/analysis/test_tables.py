@@ -76,7 +76,7 @@ def test_distill_table(groups: pd.DataFrame) -> None:
     assert (r["student mean"], r["teacher_mean"], r["supervised mean"]) == (67.0, 71.0, 31.0)
     assert (r["gain vs teacher"], r["gain vs supervised"]) == (-4.0, 36.0)
     assert t.display.iloc[0][["Student", "Teacher", "Labels", "vs teacher", "vs supervised"]].tolist() == [
-        "R18 0.5×", "R50 2× SK, ft 1", "1%", "-4.00", "+36.00"]
+        "R18 0.5×", "R50 2× SK, ft 1, 1% labels", "1%", "-4.00", "+36.00"]
 
 
 def test_fraction_table(groups: pd.DataFrame) -> None:
