@@ -35,6 +35,7 @@ __all__ = [
     "group_runs",
     "group_label",
     "distinct_labels",
+    "key_label",
     "check_groups",
 ]
 
@@ -166,7 +167,8 @@ _KEY_LABELS: dict[str, Callable[[object], str]] = {
 }
 
 
-def _key_label(key: str, value: object) -> str:
+def key_label(key: str, value: object) -> str:
+    """A group key and its value as a label reads them: ``CIFAR stem``, ``out dim 64``, ``width 2``."""
     if is_missing(value):
         return f"{key} —"
     try:
@@ -194,7 +196,7 @@ def distinct_labels(rows: Sequence[dict[str, object]]) -> list[str]:
                 if any(not _same(rows[i].get(k), rows[idx[0]].get(k)) for i in idx[1:])]
         for i in idx:
             if keys:
-                labels[i] += " · " + ", ".join(_key_label(k, rows[i].get(k)) for k in keys)
+                labels[i] += " · " + ", ".join(key_label(k, rows[i].get(k)) for k in keys)
     return labels
 
 

@@ -71,3 +71,16 @@ def test_runs_without_parameter_counts_are_not_on_the_log_axis(tmp_path: Path) -
     write_run(tmp_path, stage="supervised", label_fraction=0.1, top1=40.0, params=0)
     g = group_runs(collect(tmp_path).runs)
     assert top1_vs_params(g) is None and gain_vs_params(gain_table(g).numeric) is None
+
+
+def test_head_ablation_lines_that_differ_in_the_stem_or_output_size_are_named_apart(tmp_path: Path) -> None:
+    from analysis.synthetic import model_config, write_run
+
+    for stem, out in ((True, 128), (False, 128), (True, 64)):
+        for sel in (0, 1):
+            write_run(tmp_path, stage="finetune", model=model_config(cifar_stem=stem, proj_out_dim=out),
+                      ft_proj_selector=sel, label_fraction=0.1, top1=60.0 + sel)
+    fig, _ = head_ablation(group_runs(collect(tmp_path).runs))
+    labels = sorted(line.get_label() for line in fig.axes[0].containers)
+    assert labels == ["R18 1×, 3-layer head · CIFAR stem, out dim 128", "R18 1×, 3-layer head · CIFAR stem, out dim 64",
+                      "R18 1×, 3-layer head · ImageNet stem, out dim 128"]
