@@ -32,7 +32,7 @@ from typing import Any
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs.cluster import ClusterProfile, profile_from_dict, profile_to_dict
-from jobs.config import STAGES, StageConfig, flatten, from_dict, to_dict, validate
+from jobs.config import RESTART_FREE_KEYS, STAGES, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.manifest import Task
 from jobs.structured import merge_onto, plain_dict
 from jobs.sweep_schema import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
@@ -327,9 +327,26 @@ def axis_label(key: str, value: Any) -> str:
     return f"{AXIS_ABBREV.get(key, key.rsplit('.', 1)[-1])}{_fmt(value)}"
 
 
+# The speed and bookkeeping knobs among RESTART_FREE_KEYS (not the paths: another data.root may hold other
+# data) count in a point's hash as their defaults: a rerun with more data workers or another log cadence got
+# new run folders and trained every finished point again. A config that keeps the defaults hashes as before.
+_HASH_AS_DEFAULT = sorted(RESTART_FREE_KEYS - {"run_dir", "parent", "data.root", "sweep", "point"})
+
+
+@functools.cache
+def _knob_defaults() -> dict[str, Any]:
+    flat = flatten(to_dict(StageConfig()))
+    return {k: flat[k] for k in _HASH_AS_DEFAULT if k in flat}
+
+
 def config_hash(config: dict[str, Any]) -> str:
-    """8 hex digits identifying a config point (seeds share it; the parent counts without its seed)."""
-    c = {k: v for k, v in config.items() if k not in _HASH_EXCLUDE}
+    """8 hex digits identifying a config point (seeds share it; the parent counts without its seed; the
+    speed and bookkeeping knobs count as their defaults)."""
+    c = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items() if k not in _HASH_EXCLUDE}
+    for key, default in _knob_defaults().items():
+        section, name = key.split(".", 1)
+        if isinstance(c.get(section), dict) and name in c[section]:
+            c[section][name] = default
     if c.get("parent"):
         c["parent"] = _SEED_SUFFIX.sub("", Path(str(c["parent"])).name)
     blob = json.dumps(c, sort_keys=True, default=str).encode()

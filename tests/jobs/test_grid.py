@@ -213,6 +213,26 @@ def test_config_hash_ignores_seed_run_dir_and_parent_seed() -> None:
     assert config_hash(base) == config_hash(same) != config_hash(other)
 
 
+def test_speed_and_bookkeeping_knobs_do_not_move_a_point(tmp_path: Path) -> None:
+    """A rerun with more data workers or another log cadence got new run folders: every finished point trained
+    again. A path (data.root) still counts: another path may hold other data."""
+    import hashlib
+    import json
+
+    base = expand(sweep(tmp_path, TWO_BY_TWO))
+    knobs = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[
+        "data.root=/data/x", "train.max_steps=3", "data.num_workers=7", "train.log_every=3", "train.threads=4",
+        "train.checkpoint_every=5", "train.keep_checkpoints=4", "train.compile=true", "data.bad_sample_budget=2"]))
+    assert [t.key for t in knobs] == [t.key for t in base]
+    assert knobs[0].config["data"]["num_workers"] == 7  # the task still runs with the new value
+    moved = expand(sweep(tmp_path, TWO_BY_TWO, overrides=["data.root=/data/y", "train.max_steps=3"]))
+    assert not {t.key for t in moved} & {t.key for t in base}
+    # a config that keeps the knobs' defaults hashes as before the knobs were neutralised (no sweep re-trains)
+    cfg = {k: v for k, v in base[0].config.items() if k not in ("run_dir", "seed", "sweep", "point")}
+    old = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    assert base[0].hash == old
+
+
 def test_render_value_round_trips_through_hydra() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
