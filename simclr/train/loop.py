@@ -145,6 +145,10 @@ def fit(
         wall_before = float(state.get("wall_time_s", 0.0))
         run.truncate_metrics(int(state["metrics_offset"]))
         log.info("resumed from %s (step %d, epoch %d, batch %d)", path, step, epoch, batch_in_epoch)
+    else:
+        # Training starts again at step 0: the lines of an attempt that died before its first checkpoint (or
+        # whose checkpoints are all damaged) go, or every step up to it was logged twice.
+        run.truncate_metrics(0)
     run.clear_status()
 
     use_ddp = dist.is_distributed() if ddp is None else ddp

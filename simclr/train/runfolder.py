@@ -100,9 +100,11 @@ class RunFolder:
 
     # ---- metrics -----------------------------------------------------------------------------
     def metrics_offset(self) -> int:
-        """Bytes of metrics.jsonl that are complete (flushed); stored in each checkpoint."""
+        """Bytes of metrics.jsonl that are complete (flushed and on disk, as the checkpoint that stores the
+        offset will be)."""
         if self._metrics_file is not None:
             self._metrics_file.flush()
+            os.fsync(self._metrics_file.fileno())
         try:
             return self.metrics_path.stat().st_size
         except FileNotFoundError:
@@ -115,7 +117,8 @@ class RunFolder:
         self.close_metrics()
         if self.metrics_path.exists():
             with open(self.metrics_path, "r+b") as f:
-                f.truncate(offset)
+                # Never past the end: a file that lost its tail (a node crash) would be padded with NUL bytes.
+                f.truncate(min(offset, os.fstat(f.fileno()).st_size))
 
     def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
         """Append one JSON line per metric (docs/CONTRACTS.md)."""

@@ -236,3 +236,30 @@ def test_all_checkpoints_damaged_starts_fresh(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.WARNING):
         assert ckpt.load_latest(tmp_path) is None
     assert "does not load" in caplog.text
+
+
+def test_a_restart_without_a_loadable_checkpoint_logs_every_step_once(tmp_path: Path) -> None:
+    """An attempt that died before its first checkpoint (or whose checkpoints are all lost) left its lines:
+    the rerun from step 0 appended after them, and steps 1-6 were in metrics.jsonl twice."""
+    import shutil
+
+    run = tmp_path / "run"
+    with pytest.raises(preempt.PreemptionRequested):
+        train(run, stop_at=6)
+    shutil.rmtree(run / "checkpoints")
+    train(run)
+    assert metric_values(run) == metric_values(train(tmp_path / "ref") and tmp_path / "ref")
+
+
+def test_a_metrics_file_shorter_than_its_checkpoint_offset_is_not_padded(tmp_path: Path) -> None:
+    """A node crash lost the file's tail after the checkpoint stored its offset: truncate() past the end
+    padded the file with NUL bytes, and the first line logged after the resume was unreadable."""
+    run = tmp_path / "run"
+    with pytest.raises(preempt.PreemptionRequested):
+        train(run, stop_at=6)
+    text = (run / "metrics.jsonl").read_bytes()
+    (run / "metrics.jsonl").write_bytes(text[: text.rindex(b"\n", 0, len(text) - 1) + 1])  # the last line lost
+    train(run)
+    data = (run / "metrics.jsonl").read_bytes()
+    assert b"\0" not in data and all(json.loads(line) for line in data.decode().splitlines())
+    assert max(r[0] for r in metric_values(run)) == 15  # 3 epochs of 5 steps, every line after the resume kept
