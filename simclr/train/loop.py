@@ -216,6 +216,11 @@ def fit(
                 progress()
             stop = _any_rank(preempt.requested(), device)
             if stop or step % settings.checkpoint_every == 0:
+                # The loss is checked on log steps only: a model gone NaN in between must not be saved, where it
+                # would push good checkpoints out and be what every restart loads.
+                if not _all_finite(loss.detach(), device):
+                    raise FloatingPointError(f"loss is not finite at step {step}; not checkpointed (the last "
+                                             "checkpoint stays the newest)")
                 save(step, epoch, batch_in_epoch)
             if stop:
                 progress()
@@ -295,6 +300,14 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _all_finite(loss: torch.Tensor, device: torch.device) -> bool:
+    """Whether the loss is finite on every rank (a collective under DDP: every rank checks at the same step)."""
+    t = torch.isfinite(loss).all().to(device=device, dtype=torch.float32).reshape(1)
+    if dist.is_distributed():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
     return bool(t.item() > 0)
 
 

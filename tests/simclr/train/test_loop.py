@@ -263,3 +263,23 @@ def test_a_metrics_file_shorter_than_its_checkpoint_offset_is_not_padded(tmp_pat
     data = (run / "metrics.jsonl").read_bytes()
     assert b"\0" not in data and all(json.loads(line) for line in data.decode().splitlines())
     assert max(r[0] for r in metric_values(run)) == 15  # 3 epochs of 5 steps, every line after the resume kept
+
+
+def test_a_model_gone_nan_between_log_steps_is_never_checkpointed(tmp_path: Path) -> None:
+    """The loss was checked on log steps only: with log_every=100 the NaN model of step 4 was saved."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {"n": 0}
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        seen["n"] += 1
+        loss = F.cross_entropy(module(batch["x"]), batch["label"])
+        return (loss * float("nan") if seen["n"] >= 3 else loss), {}
+
+    with pytest.raises(FloatingPointError, match="not checkpointed"):
+        fit(run=RunFolder(tmp_path, stage="test"), model=model, loader=ArrayLoader(), optimizer=opt,
+            lr_at=lambda s: 0.1, step_fn=step_fn,
+            settings=LoopSettings(epochs=3, log_every=100, checkpoint_every=2, keep_checkpoints=2,
+                                  channels_last=False),
+            config={"stage": "test"}, device=torch.device("cpu"))
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["ckpt-00000002.pt"]
