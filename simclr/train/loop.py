@@ -252,7 +252,8 @@ def fit(
     final: dict[str, float] = {}
     if final_eval is not None:
         model.eval()
-        final = {k: float(v) for k, v in final_eval(model).items()}
+        with preempt.interruptible(step):
+            final = {k: float(v) for k, v in final_eval(model).items()}
         run.log(step=step, epoch=epoch, split="test", values=final)
     status = run.write_status(
         "done",

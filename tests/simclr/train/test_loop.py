@@ -46,7 +46,8 @@ def make_model() -> nn.Module:
 
 
 def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_every: int = 4,
-          device: str = "cpu", signal_in_eval: bool = False, final_eval_fails: bool = False) -> dict:
+          device: str = "cpu", signal_in_eval: bool = False, final_eval_fails: bool = False,
+          signal_in_final_eval: bool = False) -> dict:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loader = ArrayLoader()
@@ -72,6 +73,14 @@ def train(run_dir: Path, *, stop_at: int | None = None, epochs: int = 3, ckpt_ev
     def final(m: nn.Module) -> dict:
         if final_eval_fails:
             raise RuntimeError("killed during the final evaluation")
+        if signal_in_final_eval:
+            import os
+            import signal
+            import time
+
+            os.kill(os.getpid(), signal.SIGUSR2)  # the time limit's warning, during a long evaluation
+            time.sleep(30)
+            raise AssertionError("the signal did not end the final evaluation")
         return {"top1": 50.0}
 
     preempt.clear()
@@ -283,3 +292,22 @@ def test_a_model_gone_nan_between_log_steps_is_never_checkpointed(tmp_path: Path
                                   channels_last=False),
             config={"stage": "test"}, device=torch.device("cpu"))
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["ckpt-00000002.pt"]
+
+
+def test_a_signal_during_the_final_evaluation_requeues_at_once(tmp_path: Path) -> None:
+    """The flag was set and never looked at again: an evaluation longer than the signal's lead time ran into
+    the time limit (TIMEOUT, not requeued; its dependants were cancelled)."""
+    import signal
+
+    run = tmp_path / "run"
+    previous = preempt.install((signal.SIGUSR2,))
+    try:
+        with pytest.raises(preempt.PreemptionRequested) as e:
+            train(run, signal_in_final_eval=True)
+    finally:
+        preempt.restore(previous)
+    assert e.value.step == 15 and e.value.signum == signal.SIGUSR2
+    assert not (run / "status.json").exists() or json.loads((run / "status.json").read_text())["state"] != "done"
+    out = train(run)  # the restart only evaluates
+    assert out["status"]["state"] == "done" and out["status"]["final"] == {"test/top1": 50.0}
+    assert metric_values(run) == metric_values(train(tmp_path / "ref") and tmp_path / "ref")
