@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.launch import pipeline_state_path
-from jobs.manifest import read_jobs
+from jobs.manifest import process_start, read_jobs, recorded_start
 from jobs.slurm_queue import QUERY_FAILED
 from jobs.submit import job_states
 
@@ -37,7 +37,7 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     records = read_jobs(sweep_dir)
     states = job_states(sweep_dir, records)
     slurm_ids: list[str] = []
-    pipelines: list[str] = []
+    pipelines: dict[str, int | None] = {}  # pipeline job id -> its controller's recorded start time
     for r in records:
         jid = str(r["job_id"])
         st = states.get(jid)
@@ -45,26 +45,30 @@ def cancel(sweep_dir: str | Path) -> list[str]:
         if st is None or not (st.active or st.state in ("PENDING", QUERY_FAILED)):
             continue
         if r.get("executor") == "local":
-            if str(r["pipeline"]) not in pipelines:
-                pipelines.append(str(r["pipeline"]))
+            pipelines.setdefault(str(r["pipeline"]), recorded_start(r.get("pipeline_start")))
         else:
             slurm_ids.append(jid)
     # Whole arrays by their id when every active task of the array is being cancelled anyway.
     ids = sorted({j.split("_", 1)[0] for j in slurm_ids})
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
-    for job in pipelines:
+    for job, job_start in pipelines.items():
         # SIGINT to the pipeline process itself (its pid is in its state file): it stops its children and
         # ends without a requeue. The controller's pid would be a shell when the profile has setup lines.
         state = _read_state(pipeline_state_path(sweep_dir, job))
-        for pid in (state.get("pid"), job):
+        for pid, start in ((state.get("pid"), recorded_start(state.get("pid_start"))), (job, job_start)):
             if pid is None:  # no state file yet: the job id (a local-executor pid) is all there is
                 continue
             try:
-                os.kill(int(pid), signal.SIGINT)
+                n = int(pid)
+                # Never kill(0) / kill(-1) (the caller's process group / everything), and never a process
+                # that got the pid after the pipeline died: its start time is not the recorded one.
+                if n <= 0 or (start is not None and process_start(n) not in (None, start)):
+                    continue
+                os.kill(n, signal.SIGINT)
                 break
-            except (ProcessLookupError, ValueError, TypeError):
-                continue
+            except (ProcessLookupError, PermissionError, ValueError, TypeError):
+                continue  # gone, or another user's process (so not our pipeline)
     return ids + [f"local:{p}" for p in pipelines]
 
 

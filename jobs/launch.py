@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs.manifest import atomic_write_text, is_done, read_manifest, read_status
+from jobs.manifest import atomic_write_text, is_done, process_start, read_manifest, read_status
 
 # Seconds a non-zero rank waits for rank 0's requeue to end the step before giving up.
 _RANK_WAIT_S = 300.0
@@ -267,9 +267,13 @@ class PipelineTask:
                 states[k]["state"] = PIPE_COMPLETED
         running: dict[str, subprocess.Popen[bytes]] = {}
 
+        # With the pid, its start time names this process: a pid reused after an unclean death is not taken
+        # for a live pipeline (resume would skip its tasks; cancel would signal a stranger).
+        pid_start = process_start(os.getpid())
+
         def save(report_state: str = PIPE_PENDING) -> None:
             atomic_write_text(state_path, json.dumps(
-                {"job_id": job_id, "pid": os.getpid(), "time": time.time(), "tasks": states,
+                {"job_id": job_id, "pid": os.getpid(), "pid_start": pid_start, "time": time.time(), "tasks": states,
                  "report": report_state, "children": {k: p.pid for k, p in running.items()}}, indent=1))
 
         sig = preempt_signal()

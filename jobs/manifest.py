@@ -16,13 +16,16 @@ requeued or resubmitted finds the same folder, and ``jobs.jsonl`` maps keys to t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# The one atomic writer; re-exported for the job layer.
+from simclr.train.atomic import atomic_write_text as atomic_write_text
 
 MANIFEST = "manifest.json"
 JOBS = "jobs.jsonl"
@@ -82,21 +85,6 @@ class Manifest:
         return out
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(sweep_dir: Path, manifest: Manifest) -> None:
     now = time.time()
     manifest.created = manifest.created or now
@@ -125,10 +113,22 @@ def append_jobs(sweep_dir: str | Path, records: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     path = Path(sweep_dir) / JOBS
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    with open(path, "ab+") as f:
+        # Locked so that the torn-line check below and the write are one step for concurrent appenders.
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            # A writer killed mid-append leaves a last line without its newline: appending right after it
+            # would glue this append's first record to the torn one, and read_jobs would skip both.
+            size = f.seek(0, os.SEEK_END)
+            if size > 0:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    text = "\n" + text
+            f.write(text.encode())  # "a" mode: the write goes to the end whatever the read position
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -148,6 +148,33 @@ def read_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         if isinstance(rec, dict) and "job_id" in rec:
             out.append(rec)
     return out
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None when it is
+    not there (or there is no /proc). A pid plus its start time names one process: a pid alone may have
+    been reused by an unrelated process since it was recorded."""
+    if pid <= 0:
+        return None
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()  # bytes: the comm field need not be UTF-8
+    except OSError:
+        return None
+    # Field 2 is "(comm)", and comm may itself hold ")", spaces or "(": the fields after it start after the
+    # LAST ")". There, index 0 is field 3 (the state), so field 22 is index 19.
+    _, paren, rest = data.rpartition(b")")
+    fields = rest.split()
+    if not paren or len(fields) < 20:
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def recorded_start(value: Any) -> int | None:
+    """A start time read back from a JSON record (None when absent or not an int: an older record)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def latest_jobs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

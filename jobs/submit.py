@@ -54,7 +54,16 @@ from typing import Any
 
 from jobs.cluster import ClusterProfile, make_executor, profile_from_dict, slurm_parameters
 from jobs.launch import DEFAULT_RUNNER, PipelineTask, ReportTask, StageTask, pipeline_state_path
-from jobs.manifest import Manifest, Task, append_jobs, is_done, latest_jobs, read_jobs
+from jobs.manifest import (
+    Manifest,
+    Task,
+    append_jobs,
+    is_done,
+    latest_jobs,
+    process_start,
+    read_jobs,
+    recorded_start,
+)
 from jobs.slurm_queue import JobState, query
 from jobs.sweep_schema import STAGE_ORDER
 
@@ -107,7 +116,10 @@ def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[s
             except (OSError, ValueError):
                 files[pid] = {}
         d = files[pid]
-        alive = _pid_alive(int(d.get("pid", 0) or 0)) or _pid_alive(int(pid))
+        # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
+        # went to another process must not look alive (its tasks would never be resubmitted).
+        alive = (_pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
+                 or _pid_alive(int(pid), recorded_start(r.get("pipeline_start"))))
         st = d.get("tasks", {}).get(r.get("key"), {}) if r.get("key") else {"state": d.get("report", "PENDING")}
         state = str(st.get("state", "PENDING"))
         if not alive and state in ("PENDING", "RUNNING"):
@@ -117,7 +129,9 @@ def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[s
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, start: int | None = None) -> bool:
+    """Whether ``pid`` runs; ``start`` (its recorded :func:`~jobs.manifest.process_start`) also requires it to
+    be the same process, not one that got the pid later. Without a start time (older records), the pid alone."""
     if pid <= 0:
         return False
     try:
@@ -125,11 +139,16 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive.
+        pass  # another user's process: it runs (and the start time below tells whether it is ours)
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False
+    # A zombie (exited, not yet reaped by its parent) is not alive. The state follows the LAST ")": the comm
+    # before it may hold ") " itself.
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
     except OSError:
         return True
 
@@ -187,10 +206,15 @@ def plan(manifest: Manifest, records: list[dict[str, Any]], states: dict[str, Jo
                 p.parent_job[t.key] = p.queued[t.parent]
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     p.submit.sort(key=lambda t: order[t.stage])
-    reports = [r for r in records if r.get("stage") == "report"]
-    rst = states.get(str(reports[-1]["job_id"])) if reports else None
+    report_at = [i for i, r in enumerate(records) if r.get("stage") == "report"]
+    rst = states.get(str(records[report_at[-1]]["job_id"])) if report_at else None
     p.last_report = rst.state if rst is not None else ""
-    p.report_due = bool(p.submit) or rst is None or not (rst.active or rst.state == "COMPLETED")
+    # Tasks recorded after the last report (jobs.jsonl is append-only, so later = newer, no clock needed):
+    # a submitter killed between the arrays and the report's sbatch left them without one. A report still
+    # active is left alone (a pending one is superseded below when tasks are submitted now).
+    rerun = bool(report_at) and any(r.get("stage") != "report" for r in records[report_at[-1] + 1:])
+    p.report_due = (bool(p.submit) or rst is None or not (rst.active or rst.state == "COMPLETED")
+                    or (rerun and not rst.active))
     if p.submit and rst is not None and rst.state == "PENDING" and ":" not in rst.job_id:
         # The new report supersedes it (a running one is left to finish its files).
         p.cancel.append(rst.job_id)
@@ -417,16 +441,20 @@ def _submit_local(manifest: Manifest, p: Plan, sub: Submission, *, report: bool,
     jid = str(job.job_id)
     sub.sbatch_calls += 1
     sub.arrays["pipeline"] = jid
+    # The controller's start time with its pid: status/resume/cancel then tell it from a process that got
+    # the pid after the pipeline died without cleanup. None off Linux (the pid alone, as before).
+    started = process_start(int(jid)) if jid.isdigit() else None
     records = [{"time": time.time(), "submission": sub.submission_id, "executor": "local", "stage": t.stage,
                 "key": t.key, "run_dir": t.run_dir, "job_id": f"{jid}:{i}", "pipeline": jid,
-                "log_dir": str(folder).replace("%j", jid)} for i, t in enumerate(p.submit)]
+                "pipeline_start": started, "log_dir": str(folder).replace("%j", jid)}
+               for i, t in enumerate(p.submit)]
     for r in records:
         sub.job_ids[str(r["key"])] = str(r["job_id"])
     if with_report:
         sub.report = f"{jid}:report"
         records.append({"time": time.time(), "submission": sub.submission_id, "executor": "local",
                         "stage": "report", "key": None, "job_id": sub.report, "pipeline": jid,
-                        "log_dir": str(folder).replace("%j", jid)})
+                        "pipeline_start": started, "log_dir": str(folder).replace("%j", jid)})
     append_jobs(sweep_dir, records)
     return sub
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -62,3 +65,25 @@ def test_cancel_a_local_pipeline_then_resume(tmp_path: Path, monkeypatch: pytest
         assert time.time() - t0 < 120
         time.sleep(0.3)
     assert all(r.state == "DONE" for r in collect(sweep)[0])
+
+
+def test_cancel_does_not_signal_a_process_that_took_a_dead_pipelines_pid(tmp_path: Path) -> None:
+    """The pipeline died without cleanup and its pid was reused: simclr-cancel sent SIGINT to that process."""
+    link = tmp_path / "sleep"
+    link.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    proc = subprocess.Popen([str(link), "30"])
+    try:
+        pid = str(proc.pid)
+        (tmp_path / "local").mkdir()
+        # recorded start times (tick 1 after boot) that are not this process's: a pipeline long gone
+        (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(
+            {"job_id": pid, "pid": proc.pid, "pid_start": 1, "tasks": {"pretrain/a": {"state": "RUNNING"}}}))
+        (tmp_path / "jobs.jsonl").write_text(json.dumps(
+            {"key": "pretrain/a", "job_id": f"{pid}:0", "executor": "local", "pipeline": pid,
+             "pipeline_start": 1}) + "\n")
+        assert cancel_mod.cancel(tmp_path) == []
+        time.sleep(0.2)
+        assert proc.poll() is None  # not signalled
+    finally:
+        proc.kill()
+        proc.wait()

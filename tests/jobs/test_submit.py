@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobs.manifest import Manifest, Task
 from jobs.slurm_queue import JobState
-from jobs.submit import _ranges, plan, submit
+from jobs.submit import _pid_alive, _ranges, local_states, plan, submit
 
 #   pretrain/a -> finetune/a1, finetune/a2 -> distill/a1d ;  pretrain/b -> finetune/b1 ;  supervised/s
 
@@ -145,3 +149,84 @@ def test_a_pending_old_report_is_cancelled_when_a_new_one_is_submitted(tmp_path:
     # a running report is left to finish its files
     p = plan(m, records, {**states, "201": JobState("201", "RUNNING")})
     assert "201" not in p.cancel
+
+
+def test_a_rerun_queued_after_the_last_report_gets_a_report(tmp_path: Path) -> None:
+    """A resume queued tasks, then was killed before the report sbatch: the next resume found every task
+    queued and the last report COMPLETED, said 'nothing to resubmit', and no report ever covered the rerun."""
+    m = _manifest(tmp_path)
+    _done(m, *[t.key for t in m.tasks if t.key != "supervised/s"])
+    records, states = _jobs(supervised__s="FAILED")
+    records.append({"stage": "report", "key": None, "job_id": "101", "executor": "slurm"})
+    states["101"] = JobState("101", "COMPLETED")
+    assert plan(m, records, states).submit  # supervised/s is resubmitted (with a report) ...
+    # ... as 200_0, and the submitter dies before the report's sbatch
+    records.append({"stage": "supervised", "key": "supervised/s", "job_id": "200_0", "executor": "slurm"})
+    p = plan(m, records, {**states, "200_0": JobState("200_0", "RUNNING")})
+    assert not p.submit and p.queued == {"supervised/s": "200_0"} and p.report_due and not p.empty
+    assert "the report again (last one COMPLETED)" in p.summary()
+    _done(m, "supervised/s")  # the rerun finished meanwhile: still no report covers it
+    p = plan(m, records, {**states, "200_0": JobState("200_0", "COMPLETED")})
+    assert not p.submit and p.report_due and not p.empty
+    # a report still running is left alone (it is not cancelled, and no second one is queued beside it)
+    p = plan(m, records, {**states, "101": JobState("101", "RUNNING"), "200_0": JobState("200_0", "RUNNING")})
+    assert not p.report_due and p.empty and not p.cancel
+    # once a report follows the rerun's records, nothing is due
+    records.append({"stage": "report", "key": None, "job_id": "201", "executor": "slurm"})
+    p = plan(m, records, {**states, "200_0": JobState("200_0", "COMPLETED"), "201": JobState("201", "COMPLETED")})
+    assert not p.report_due and p.empty
+
+
+def _sleeper(tmp_path: Path, name: str = "sleep") -> "subprocess.Popen[bytes]":
+    """A real short-lived process, started through a link called ``name`` (its comm in /proc/<pid>/stat)."""
+    link = tmp_path / name
+    link.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    return subprocess.Popen([str(link), "30"])
+
+
+def _local_records(pipeline: str, start: int | None) -> list[dict[str, Any]]:
+    rec: dict[str, Any] = {"key": "pretrain/a", "job_id": f"{pipeline}:0", "executor": "local",
+                           "pipeline": pipeline}
+    if start is not None:
+        rec["pipeline_start"] = start
+    return [rec]
+
+
+def test_a_reused_pid_does_not_keep_a_dead_local_pipeline_alive(tmp_path: Path) -> None:
+    """The pipeline died without cleanup (OOM kill) and its pid went to another process: its tasks looked
+    RUNNING forever, so resume never resubmitted them."""
+    proc = _sleeper(tmp_path)
+    try:
+        pid = str(proc.pid)
+        state = {"job_id": pid, "pid": proc.pid, "pid_start": 1, "tasks": {"pretrain/a": {"state": "RUNNING"}}}
+        (tmp_path / "local").mkdir()
+        (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
+        # both recorded start times differ from the running process's: it is another process
+        assert local_states(tmp_path, _local_records(pid, 1))[f"{pid}:0"].state == "CANCELLED"
+        assert not _pid_alive(proc.pid, 1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_recorded_start_time_identifies_the_live_pipeline(tmp_path: Path) -> None:
+    from jobs.manifest import process_start
+
+    proc = _sleeper(tmp_path, "a) b (c) d")  # a comm with ") " and spaces must not shift the fields
+    try:
+        start = process_start(proc.pid)
+        assert start is not None and start >= (process_start(os.getpid()) or 0)
+        pid = str(proc.pid)
+        (tmp_path / "local").mkdir()
+        state = {"job_id": pid, "pid": proc.pid, "pid_start": start, "tasks": {"pretrain/a": {"state": "RUNNING"}}}
+        (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
+        assert local_states(tmp_path, _local_records(pid, start))[f"{pid}:0"].state == "RUNNING"
+        assert _pid_alive(proc.pid, start) and not _pid_alive(proc.pid, start + 1)
+        # an old state file and record without start times: the pid alone, as before
+        del state["pid_start"]
+        (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
+        assert local_states(tmp_path, _local_records(pid, None))[f"{pid}:0"].state == "RUNNING"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _pid_alive(proc.pid, start) and not _pid_alive(proc.pid)
