@@ -41,7 +41,10 @@ def simclr_model(cfg: StageConfig, num_classes: int | None) -> SimCLRModel:
 
 
 def fraction_keys_file(data_root: str | Path, fraction: float, split: str = "train") -> Path | None:
-    """The key list of a label fraction (``1percent.txt`` for 0.01); None for all labels."""
+    """The key list of a label fraction (``1percent.txt`` for 0.01); None for all labels.
+
+    None means every LABELLED sample: a stage training on labels loads with ``labelled_only=True``, since the
+    split may also hold unlabelled ones (label -1, e.g. the ``arrays`` source or STL-10's unlabelled set)."""
     if fraction >= 1.0:
         return None
     path = fraction_path(data_root, fraction_name(fraction), split)
@@ -60,6 +63,7 @@ def loader(
     split: str,
     mode: Mode,
     keys_file: Path | None = None,
+    labelled_only: bool = False,
     distributed: bool = True,
     batch_size: int | None = None,
     drop_last: bool | None = None,
@@ -87,6 +91,7 @@ def loader(
         min_area=d.min_crop_area,
         with_clean=with_clean,
         keys_file=keys_file,
+        labelled_only=labelled_only,
         bad_sample_budget=d.bad_sample_budget,
         out_channels=cfg.model.in_channels,
         batched_augment=d.batched_augment,

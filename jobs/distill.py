@@ -79,10 +79,12 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     student = dist.convert_sync_bn(student)  # global BN under DDP (a no-op with one process)
     T = cfg.distill.temperature
     label_weight = cfg.distill.label_weight
-    labelled: set[str] = set()
+    # The labelled subset whose true labels are mixed in: the fraction's key list, or with label_fraction=1.0
+    # (no list) every labelled sample (label >= 0); the unlabelled ones (-1) are distilled only.
+    labelled: set[str] | None = None
     if label_weight > 0:
         keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
-        labelled = set(keys.read_text().split()) if keys else set()
+        labelled = set(keys.read_text().split()) if keys else None
 
     def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["image"]
@@ -91,7 +93,10 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         s_logits = module(x).float()
         labels = None
         if label_weight > 0:
-            mask = torch.tensor([k in labelled for k in batch["key"]], device=x.device)
+            y = batch["label"]
+            mask = y >= 0
+            if labelled is not None:
+                mask &= torch.tensor([k in labelled for k in batch["key"]], dtype=torch.bool, device=y.device)
             labels = torch.where(mask, batch["label"], torch.full_like(batch["label"], IGNORE_LABEL))
         loss = distillation_loss(s_logits, t_logits, T, labels=labels, label_weight=label_weight)
         agree = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100

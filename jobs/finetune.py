@@ -74,8 +74,11 @@ def build_classifier_stage(
 ) -> StageParts:
     keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
     mode: Mode = "labelled" if cfg.finetune.augment else "eval"
-    # Training drops the ragged last batch (never padded duplicates), also without augmentation.
-    train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, drop_last=True)
+    # Training drops the ragged last batch (never padded duplicates), also without augmentation. Only labelled
+    # samples: label_fraction=1.0 (no key list) on a split that also holds unlabelled ones (label -1) means
+    # all LABELLED samples, never -1 targets for the cross-entropy.
+    train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, labelled_only=True,
+                            drop_last=True)
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
     model: nn.Module = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
     model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
@@ -84,6 +87,15 @@ def build_classifier_stage(
     def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = module(batch["image"]).float()
         y = batch["label"]
+        keep = y >= 0
+        if not bool(keep.all()):
+            # Without augmentation the train loader is in eval mode, where a bad image's substitute slot is
+            # label -1 (data.bad_sample_budget > 0): it counts for nothing, as in an evaluation. (The
+            # all-labelled batch takes the unchanged path, so results stay bit-identical.)
+            logits, y = logits[keep], y[keep]
+            if y.numel() == 0:  # zero loss, yet every parameter in the graph (DDP expects a gradient);
+                # top1 NaN = not measured on this rank (every rank reports the same metric names)
+                return logits.sum() * 0.0, {"top1": torch.tensor(float("nan"), device=logits.device)}
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         return loss, {"top1": (logits.argmax(1) == y).float().mean().detach() * 100}
 

@@ -18,7 +18,8 @@ Bad data: the split is checked when the loader is built (:func:`simclr.data.shar
 the shard and key. An image that fails to decode raises :class:`BadSampleError` naming shard and key, or, with
 ``bad_sample_budget > 0``, is replaced by a deterministic substitute sample (so batch shapes stay equal across
 ranks), logged with its key, and counted in ``loader.bad_samples``; more distinct bad samples than the budget
-is an error. A worker that fails re-raises in the training process: never a hang, never a silent skip.
+is an error. In eval mode a substituted slot is marked ``valid=False`` / label -1 like padding: an evaluation
+counts every readable sample once, never the substitute a second time. A worker that fails re-raises in the training process: never a hang, never a silent skip.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ class _EpochBatches(Dataset[Batch]):
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
-    def _decode(self, row: int, bad: list[tuple[str, str, str]]) -> tuple[int, Any]:
-        """Decode sample ``row``; with a budget, bad samples are replaced by a seeded substitute."""
+    def _decode(self, row: int, bad: list[tuple[str, str, str]]) -> tuple[int, Any, bool]:
+        """Decode sample ``row``; with a budget, bad samples are replaced by a seeded substitute.
+
+        Returns ``(row read, image, substituted)``."""
         r = row
         n = len(self.shards)
         attempt = 0
@@ -99,7 +102,7 @@ class _EpochBatches(Dataset[Batch]):
             try:
                 data = self.shards.read(r)
                 img = decode_tensor(data, self.decode_mode) if self.batched else decode_pil(data, self.decode_mode)
-                return r, img
+                return r, img, attempt > 0
             except Exception as e:  # any failure to read or decode one sample makes it a bad sample
                 err = e if isinstance(e, BadSampleError) else BadSampleError(
                     f"cannot decode the image: {type(e).__name__}: {e}", path=self.shards.shard_path(r), key=self.shards.keys[r]
@@ -112,17 +115,22 @@ class _EpochBatches(Dataset[Batch]):
 
     def __getitem__(self, j: int) -> Batch:
         bad: list[tuple[str, str, str]] = []
-        rows, keys, images = [], [], []
+        rows, keys, images, substituted = [], [], [], []
         for row in self.rows[j]:
-            r, img = self._decode(int(row), bad)
+            r, img, sub = self._decode(int(row), bad)
             rows.append(r)
             keys.append(self.shards.keys[r])
             images.append(img)
+            substituted.append(sub)
         labels = torch.from_numpy(self.shards.labels[rows].astype(np.int64))
         valid = torch.from_numpy(self.valid[j].copy())
+        if self.mode == "eval":
+            # A substitute is another sample of the split, which the evaluation already counts in its own slot:
+            # like padding, its slot does not count (training modes keep it: it only keeps batch shapes equal).
+            valid &= ~torch.tensor(substituted, dtype=torch.bool)
         batch: Batch = {"key": keys, "valid": valid, "_bad": bad}
         if self.mode == "eval":
-            labels = torch.where(valid, labels, torch.full_like(labels, -1))  # padded slots do not count
+            labels = torch.where(valid, labels, torch.full_like(labels, -1))  # padded / substituted slots do not count
         batch["label"] = labels
         tf = self.transform
         if self.mode == "two_view":
@@ -182,6 +190,9 @@ class ShardLoader:
         seed: the run's data seed: order and augmentations are functions of (seed, epoch, key, view).
         size, strength, blur, min_area, out_channels: the augmentation (see :class:`SimCLRAugment`).
         keys_file: restrict to the keys listed in this file (a label fraction, e.g. ``1percent.txt``).
+        labelled_only: keep only the samples with a label (>= 0), read from the shard index (nothing decoded):
+            a supervised stage on a split that also holds unlabelled samples (STL-10 style), where "all labels"
+            (no ``keys_file``) must mean all labelled samples, not -1 targets for the loss.
         drop_last: cut to whole global batches (default for two_view / labelled) or pad with repeats marked
             ``valid=False`` (default for eval, so an evaluation sees every sample exactly once).
         bad_sample_budget: distinct bad samples tolerated (skipped, logged, counted) before an error.
@@ -206,6 +217,7 @@ class ShardLoader:
         strength: float = 0.5,
         blur: bool | None = None,
         keys_file: str | Path | None = None,
+        labelled_only: bool = False,
         drop_last: bool | None = None,
         bad_sample_budget: int = 0,
         out_channels: int = 3,
@@ -253,6 +265,12 @@ class ShardLoader:
                                 path=keys_file, key=missing[0])
             rows = np.array(sorted({pos[k] for k in wanted if k in pos}), dtype=np.int64)
             shards = shards.select(rows)
+        if labelled_only:
+            labelled = np.nonzero(shards.labels >= 0)[0].astype(np.int64)
+            if labelled.size == 0:
+                raise DataError(f"split {split!r} has no labelled samples (labelled_only)", path=shards.split_dir)
+            if labelled.size < len(shards):  # all labelled: the same ShardSet, the same order as before
+                shards = shards.select(labelled)
         self._shards = shards
         if len(shards) == 0:
             raise DataError("no samples to load", path=shards.split_dir)
@@ -289,7 +307,7 @@ class ShardLoader:
 
     @property
     def num_samples(self) -> int:
-        """Samples this loader draws from (after ``keys_file`` and dropped bad samples)."""
+        """Samples this loader draws from (after ``keys_file``, ``labelled_only`` and dropped bad samples)."""
         return len(self._shards)
 
     @property

@@ -316,3 +316,88 @@ def test_a_stage_refuses_splits_numbered_differently(tiny_root: Path, tmp_path: 
 
     with pytest.raises(ValueError, match="split 'test' has the classes"):
         build(cfg_for("supervised", tmp_path, root, "s"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def half_unlabelled_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_root's 240 train images with every other one unlabelled (label -1, STL-10 style; 120 labelled,
+    no fraction lists) and tiny_root's labelled test split."""
+    import shutil
+
+    from simclr.data.shards import write_shards
+    from simclr.data.sources import array_samples
+    from simclr.data.sources.fashion_mnist import fashion_mnist_samples
+
+    src = fashion_mnist_samples("test")
+    root = tmp_path_factory.mktemp("half_unlabelled")
+    labels = src.labels[:240].astype("int64")
+    labels[1::2] = -1
+    write_shards(array_samples(src.images[:240], labels, list(src.class_names), key_prefix="tr"), root,
+                 split="train", max_count=64)
+    shutil.copytree(tiny_root / "test", root / "test")
+    return root
+
+
+@pytest.mark.parametrize("stage", ["supervised", "linear_eval", "finetune"])
+def test_all_labels_means_the_labelled_samples_of_a_partly_unlabelled_split(
+    stage: str, chain: dict[str, Path], half_unlabelled_root: Path, tmp_path: Path
+) -> None:
+    """label_fraction=1.0 (linear_eval's default) loaded the unlabelled samples too: -1 targets crashed the
+    cross-entropy (CPU IndexError, CUDA device assert)."""
+    import importlib
+
+    import torch.nn.functional as F
+
+    parent = chain.get(PARENT_STAGE.get(stage, ""))
+    cfg = cfg_for(stage, tmp_path, half_unlabelled_root, stage, "train.epochs=1", "finetune.label_fraction=1.0",
+                  parent=parent)
+    status = run_stage(cfg)
+    assert status["state"] == "done", status
+    assert status["step"] == status["total_steps"] == 120 // 32  # the 120 labelled samples only, not 240
+    parts = importlib.import_module(f"jobs.{stage}").build(cfg, torch.device("cpu"))
+    assert parts.loader.num_samples == 120
+    batches = list(parts.loader.epoch_iter(0))
+    assert all(k[-1] in "02468" for b in batches for k in b["key"])  # the even keys are the labelled ones
+    assert all(bool((b["label"] >= 0).all()) for b in batches)
+    # A -1 slot that still reaches the step (a bad image's substitute in the eval-mode loader of
+    # finetune.augment=false) counts for nothing.
+    b = batches[0]
+    b["label"][:5] = -1
+    loss, _ = parts.step_fn(parts.model, b)
+    expected = F.cross_entropy(parts.model(b["image"])[5:], b["label"][5:])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_distill_label_weight_uses_every_label_at_fraction_one(
+    chain: dict[str, Path], half_unlabelled_root: Path, tmp_path: Path
+) -> None:
+    """At label_fraction=1.0 the labelled set was empty, so distill.label_weight silently did nothing."""
+    import torch.nn.functional as F
+
+    from jobs.distill import build, teacher_of
+    from simclr.losses.distill import distillation_loss
+
+    def parts_for(weight: float) -> Any:
+        return build(cfg_for("distill", tmp_path, half_unlabelled_root, f"d{weight}", "finetune.label_fraction=1.0",
+                             f"distill.label_weight={weight}", parent=chain["finetune"]), torch.device("cpu"))
+
+    full = parts_for(1.0)
+    assert full.loader.num_samples == 240  # distillation still sees the unlabelled images
+    batch = next(iter(full.loader.epoch_iter(0)))
+    labelled = batch["label"] >= 0
+    assert 0 < int(labelled.sum()) < len(labelled)
+    student = full.model(batch["image"])
+    loss, _ = full.step_fn(full.model, batch)
+    # label_weight=1: exactly the cross-entropy over the batch's labelled rows (the unlabelled ones ignored)
+    expected = F.cross_entropy(student[labelled], batch["label"][labelled])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and loss.item() > 0
+    # label_weight=0: the distillation term alone, a different loss (before the fix the two were 0 and it)
+    none = parts_for(0.0)
+    none.model.load_state_dict(full.model.state_dict())
+    loss0, _ = none.step_fn(none.model, batch)
+    cfg0 = cfg_for("distill", tmp_path, half_unlabelled_root, "d0.0", parent=chain["finetune"])
+    teacher = teacher_of(cfg0, full.loader.num_classes, torch.device("cpu"))
+    T = cfg0.distill.temperature
+    assert loss0.item() == pytest.approx(distillation_loss(none.model(batch["image"]), teacher(batch["image"]), T).item(),
+                                         rel=1e-5)
+    assert loss0.item() != pytest.approx(loss.item(), rel=1e-3)

@@ -201,3 +201,35 @@ def test_bad_samples_within_budget_are_replaced_logged_and_counted(corrupt_root:
     _same(batches, again)  # the substitutes are deterministic too
     with pytest.raises(BadSampleError, match="exceed bad_sample_budget=1"):
         _all(ShardLoader(corrupt_root, "train", batch_size=8, size=8, verify="size", bad_sample_budget=1), 0)
+
+
+def test_eval_counts_every_readable_sample_once_with_a_budget(corrupt_root: Path) -> None:
+    """A bad image's substitute kept valid=True in eval mode: an evaluation counted that sample twice."""
+    for world in (1, 3):
+        keys: list[str] = []
+        for r in range(world):
+            ld = ShardLoader(corrupt_root, "train", batch_size=8, mode="eval", size=8, verify="size",
+                             bad_sample_budget=2, rank=r, world_size=world)
+            for b in _all(ld, 0):
+                assert b["image"].shape[0] == 8  # shapes stay equal across ranks
+                assert (b["label"][~b["valid"]] == -1).all() and (b["label"][b["valid"]] >= 0).all()
+                keys += [k for k, v in zip(b["key"], b["valid"]) if v]
+        readable = sorted(set(ld.keys) - {"c_000013", "c_000027"})
+        assert sorted(keys) == readable  # each once, the bad ones not at all
+
+
+def test_labelled_only_keeps_the_labelled_samples(tmp_path: Path, rgb_images, monkeypatch) -> None:
+    labels = np.where(np.arange(20) % 2 == 0, np.arange(20) % 3, -1)
+    write_shards(array_samples(rgb_images(20, 12, 12), labels, ["a", "b", "c"], key_prefix="m"), tmp_path,
+                 split="mix", max_count=8)
+    reads: list[int] = []
+    real_read = ShardSet.read
+    monkeypatch.setattr(ShardSet, "read", lambda self, i: reads.append(i) or real_read(self, i))
+    ld = ShardLoader(tmp_path, "mix", batch_size=4, mode="labelled", size=8, labelled_only=True)
+    assert reads == []  # chosen from the shard index: nothing read or decoded
+    assert ld.num_samples == 10 and ld.keys == [f"m_{i:06d}" for i in range(0, 20, 2)]
+    assert all(bool((b["label"] >= 0).all()) for b in ld.epoch_iter(0))
+    assert ShardLoader(tmp_path, "mix", batch_size=4, size=8).num_samples == 20  # the default keeps them all
+    write_shards(array_samples(rgb_images(6, 12, 12)), tmp_path, split="u", class_names=["a", "b"])
+    with pytest.raises(DataError, match="no labelled samples"):
+        ShardLoader(tmp_path, "u", batch_size=2, labelled_only=True)
