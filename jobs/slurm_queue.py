@@ -27,6 +27,7 @@ a second time.
 from __future__ import annotations
 
 import getpass
+import pwd
 import re
 import shutil
 import subprocess
@@ -128,6 +129,14 @@ def parse_squeue(text: str) -> dict[str, JobState]:
     return out
 
 
+def _known_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def slurm_available() -> bool:
     return shutil.which("sacct") is not None and shutil.which("squeue") is not None
 
@@ -145,11 +154,14 @@ def _run(cmd: list[str], timeout_s: float) -> tuple[str | None, str]:
     return p.stdout, ""
 
 
-def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = False) -> dict[str, JobState]:
+def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = False,
+          users: list[str] | None = None) -> dict[str, JobState]:
     """Current state of each id in ``job_ids`` (``UNKNOWN`` when SLURM has no record of it).
 
     ``require_live``: raise :class:`QueueUnavailable` when ``squeue`` cannot be read, instead of answering
-    from the accounting alone (see the module docstring).
+    from the accounting alone (see the module docstring). ``users``: whose queues hold the jobs besides the
+    caller's (a sweep folder shared by a team: a labmate's running tasks, absent from the caller's own queue,
+    read as lost and a resume submitted them a second time).
     """
     result = {j: JobState(j, "UNKNOWN") for j in job_ids}
     if not job_ids or not slurm_available():
@@ -159,8 +171,9 @@ def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = F
     acct = parse_sacct(out) if out is not None else {}
     # The user's whole queue, filtered here: `squeue -j` fails outright when one id has left memory. Every
     # state, so that a job which just ended is still seen (see the module docstring).
-    out, why = _run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r|%E"],
-                    timeout_s)
+    # Only accounts that exist: squeue fails outright on an unknown user (one who left), reading as a dead queue.
+    owners = ",".join(sorted({getpass.getuser(), *(u for u in users or [] if _known_user(u))}))
+    out, why = _run(["squeue", "-h", "-r", "-t", "all", "-u", owners, "-o", "%i|%T|%r|%E"], timeout_s)
     if out is None and require_live:
         raise QueueUnavailable(f"cannot read SLURM's queue ({why}); nothing was submitted or cancelled, "
                                "try again when the controller answers")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import os
 import shlex
 import signal
@@ -160,8 +161,10 @@ def job_states(sweep_dir: str | Path, records: list[dict[str, Any]], *,
     ``require_live``: raise :class:`~jobs.slurm_queue.QueueUnavailable` when SLURM's queue cannot be read
     (a plan must not take a running task for a dead one).
     """
-    slurm_ids = [str(r["job_id"]) for r in records if r.get("executor", "slurm") == "slurm"]
-    out = query(sorted(set(slurm_ids)), require_live=require_live)
+    slurm = [r for r in records if r.get("executor", "slurm") == "slurm"]
+    # Whoever submitted them (a shared sweep folder): their queues are read too.
+    users = sorted({str(r["user"]) for r in slurm if r.get("user")})
+    out = query(sorted({str(r["job_id"]) for r in slurm}), require_live=require_live, users=users)
     out.update(local_states(sweep_dir, records))
     return out
 
@@ -226,7 +229,11 @@ def submit_lock(sweep_dir: str | Path) -> Iterator[None]:
     """One submitter per sweep folder at a time (two concurrent reruns must not both submit a task)."""
     path = Path(sweep_dir) / ".submit.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    try:
+        f = open(path, "a")
+    except PermissionError:  # a labmate's lock file: flock needs no write access
+        f = open(path)
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -317,8 +324,10 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
             sub.job_ids[t.key] = str(j.job_id)
         # Recorded at once: whatever happens next (a slow scontrol, Ctrl-C), a queued array that is not in
         # jobs.jsonl would be submitted a second time by the next sweep or resume.
+        # The submitting user too: on a sweep folder shared by a team, status/resume read that user's queue.
+        user = getpass.getuser()
         append_jobs(sweep_dir, [
-            {"time": time.time(), "submission": sub.submission_id, "executor": "slurm", "stage": stage,
+            {"time": time.time(), "submission": sub.submission_id, "executor": "slurm", "user": user, "stage": stage,
              "key": t.key, "run_dir": t.run_dir, "job_id": sub.job_ids[t.key], "array_job_id": array_id,
              "array_index": i, "dependency": f"afterok:{targets[t.key]}" if t.key in targets else None,
              "log_dir": str(folder).replace("%j", sub.job_ids[t.key])}
@@ -338,7 +347,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
             sub.sbatch_calls += 1
             sub.report = str(job.job_id)
             append_jobs(sweep_dir, [{"time": time.time(), "submission": sub.submission_id, "executor": "slurm",
-                                     "stage": "report", "key": None, "job_id": sub.report,
+                                     "user": getpass.getuser(), "stage": "report", "key": None, "job_id": sub.report,
                                      "dependency": dependency,
                                      "log_dir": str(folder).replace("%j", sub.report)}])
     return sub

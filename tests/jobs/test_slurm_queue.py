@@ -108,3 +108,35 @@ def test_an_unreadable_queue_is_never_taken_for_an_empty_one(monkeypatch: pytest
     # With the accounting readable, its (possibly stale) record is the best there is for a status table.
     _fake_slurm(monkeypatch, (0, "100_0|RUNNING|None|0:0\n"), squeue)
     assert slurm_queue.query(["100_0"])["100_0"].state == "RUNNING"
+
+
+def test_a_labmates_jobs_are_read_from_their_queue(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Bob resumes Alice's sweep: `squeue -u bob` lists none of her jobs, so her running tasks read UNKNOWN
+    (not active) and the plan submitted them a second time. squeue here answers per -u user, like the real one."""
+    import subprocess
+
+    from jobs.manifest import append_jobs
+    from jobs.submit import job_states
+
+    queues = {"alice": ["300_0|RUNNING|None|(null)"], "bob": []}
+    asked: list[str] = []
+
+    def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        if cmd[0] == "sacct":
+            return subprocess.CompletedProcess(cmd, 0, "300_0|RUNNING|None|0:0\n", "")
+        users = cmd[cmd.index("-u") + 1].split(",")
+        asked.append(",".join(users))
+        return subprocess.CompletedProcess(cmd, 0, "".join(l + "\n" for u in users for l in queues.get(u, [])), "")
+
+    monkeypatch.setattr(slurm_queue, "slurm_available", lambda: True)
+    monkeypatch.setattr(slurm_queue.subprocess, "run", run)
+    monkeypatch.setattr(slurm_queue.getpass, "getuser", lambda: "bob")
+    monkeypatch.setattr(slurm_queue, "_known_user", lambda u: u != "gone")  # an account deleted since
+    append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": "300_0", "executor": "slurm", "user": "alice",
+                            "stage": "pretrain"},
+                           {"key": "pretrain/b", "job_id": "299_0", "executor": "slurm", "user": "gone",
+                            "stage": "pretrain"}])
+    from jobs.manifest import read_jobs
+
+    st = job_states(tmp_path, read_jobs(tmp_path), require_live=True)
+    assert st["300_0"].state == "RUNNING" and st["300_0"].active and asked == ["alice,bob"]
