@@ -34,7 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs.manifest import atomic_write_text, is_done, process_start, read_manifest, read_status
+from jobs.manifest import (
+    atomic_write_text,
+    is_done,
+    latest_jobs,
+    pid_alive,
+    process_start,
+    read_jobs,
+    read_manifest,
+    read_status,
+    recorded_start,
+)
 
 # Seconds a non-zero rank waits for rank 0's requeue to end the step before giving up.
 _RANK_WAIT_S = 300.0
@@ -369,9 +379,27 @@ class PipelineTask:
                 preempt.restore(previous)
 
     def _startable(self, key: str, tasks: dict[str, Any]) -> bool:
-        """Whether a pending task can still start: its parent is done, or will be run by this pipeline."""
+        """Whether a pending task can still start: its parent is done, will be run by this pipeline, or is
+        still pending or running in another live pipeline of the sweep (a rerun that added a fine-tune while
+        the first pipeline still pretrained cancelled the new task at once)."""
         parent = tasks[key].parent
-        return parent is None or is_done(tasks[parent].run_dir) or parent in self.keys
+        return (parent is None or is_done(tasks[parent].run_dir) or parent in self.keys
+                or _live_elsewhere(self.sweep_dir, parent))
+
+
+def _live_elsewhere(sweep_dir: str, key: str) -> bool:
+    """Whether task ``key``'s latest job is in a live local pipeline that has it pending or running."""
+    rec = latest_jobs(read_jobs(sweep_dir)).get(key)
+    if rec is None or rec.get("executor") != "local":
+        return False
+    state = _read_json(pipeline_state_path(sweep_dir, str(rec.get("pipeline"))))
+    task_state = state.get("tasks", {}).get(key, {}).get("state") if isinstance(state.get("tasks"), dict) else None
+    if task_state not in (PIPE_PENDING, PIPE_RUNNING):
+        return False
+    try:
+        return pid_alive(int(state.get("pid", 0) or 0), recorded_start(state.get("pid_start")))
+    except (TypeError, ValueError):
+        return False
 
 
 def _read_json(path: Path) -> dict[str, Any]:

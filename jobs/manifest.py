@@ -172,6 +172,30 @@ def process_start(pid: int) -> int | None:
         return None
 
 
+def pid_alive(pid: int, start: int | None = None) -> bool:
+    """Whether ``pid`` runs; ``start`` (its recorded :func:`process_start`) also requires it to
+    be the same process, not one that got the pid later. Without a start time (older records), the pid alone."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it runs (and the start time below tells whether it is ours)
+    if start is not None:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False
+    # A zombie (exited, not yet reaped by its parent) is not alive. The state follows the LAST ")": the comm
+    # before it may hold ") " itself.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True
+
+
 def recorded_start(value: Any) -> int | None:
     """A start time read back from a JSON record (None when absent or not an int: an older record)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None

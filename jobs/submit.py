@@ -61,6 +61,7 @@ from jobs.manifest import (
     append_jobs,
     is_done,
     latest_jobs,
+    pid_alive,
     process_start,
     read_jobs,
     recorded_start,
@@ -119,8 +120,8 @@ def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[s
         d = files[pid]
         # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
         # went to another process must not look alive (its tasks would never be resubmitted).
-        alive = (_pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
-                 or _pid_alive(int(pid), recorded_start(r.get("pipeline_start"))))
+        alive = (pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
+                 or pid_alive(int(pid), recorded_start(r.get("pipeline_start"))))
         st = d.get("tasks", {}).get(r.get("key"), {}) if r.get("key") else {"state": d.get("report", "PENDING")}
         state = str(st.get("state", "PENDING"))
         if not alive and state in ("PENDING", "RUNNING"):
@@ -128,30 +129,6 @@ def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[s
         out[str(r["job_id"])] = JobState(str(r["job_id"]), state, str(st.get("reason", "")),
                                          requeues=int(st.get("restarts", 0)))
     return out
-
-
-def _pid_alive(pid: int, start: int | None = None) -> bool:
-    """Whether ``pid`` runs; ``start`` (its recorded :func:`~jobs.manifest.process_start`) also requires it to
-    be the same process, not one that got the pid later. Without a start time (older records), the pid alone."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it runs (and the start time below tells whether it is ours)
-    if start is not None:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False
-    # A zombie (exited, not yet reaped by its parent) is not alive. The state follows the LAST ")": the comm
-    # before it may hold ") " itself.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
-    except OSError:
-        return True
 
 
 def job_states(sweep_dir: str | Path, records: list[dict[str, Any]], *,

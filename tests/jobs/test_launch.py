@@ -177,3 +177,54 @@ def test_multi_node_task_gets_the_distributed_environment(tmp_path: Path, setup:
     assert [r["RANK"] for r in ranks] == ["0", "1"] and {r["WORLD_SIZE"] for r in ranks} == {"2"}
     assert len({(r["MASTER_ADDR"], r["MASTER_PORT"]) for r in ranks}) == 1
     assert all(r["master_resolves"] for r in ranks) and {r["SLURM_NODEID"] for r in ranks} == {"0", "1"}
+
+
+def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path: Path) -> None:
+    """A rerun that added a fine-tune while the first pipeline still pretrained: the second pipeline
+    cancelled the new task at once (DependencyNeverSatisfied) instead of waiting for the parent."""
+    import threading
+
+    from jobs.manifest import Manifest, Task, append_jobs, process_start, write_manifest
+
+    pre, ft = tmp_path / "runs" / "pretrain" / "a", tmp_path / "runs" / "finetune" / "a1"
+    tasks = [Task(key="pretrain/a", stage="pretrain", point="a", seed=0, hash="0" * 8, run_dir=str(pre), parent=None,
+                  axes={}, overrides=[], config=_config(pre, steps=2)),
+             Task(key="finetune/a1", stage="finetune", point="a1", seed=0, hash="0" * 8, run_dir=str(ft),
+                  parent="pretrain/a", axes={}, overrides=[], config=_config(ft, steps=2, parent=str(pre)))]
+    write_manifest(tmp_path, Manifest(name="t", sweep_dir=str(tmp_path), definition={}, cluster={},
+                                      stages=["pretrain", "finetune"], tasks=tasks))
+    # pipeline 1 (a live process, its state file says it runs pretrain/a)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state = launch.pipeline_state_path(tmp_path, str(other.pid))
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps({"job_id": str(other.pid), "pid": other.pid, "pid_start": process_start(other.pid),
+                                     "tasks": {"pretrain/a": {"state": "RUNNING"}}}))
+        append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": f"{other.pid}:0", "executor": "local",
+                                "pipeline": str(other.pid), "stage": "pretrain"}])
+        os.environ["FAKE_STEP_S"] = "0.0"
+        from tests.jobs.fake_stage import run_stage
+
+        seen: dict[str, bool] = {}
+
+        def pipeline_one_finishes_the_parent() -> None:
+            seen["child_started_early"] = (ft / "status.json").exists()
+            run_stage(_config(pre, steps=2))
+
+        timer = threading.Timer(1.5, pipeline_one_finishes_the_parent)
+        timer.start()
+        try:  # the pipeline installs signal handlers: it runs in the main thread
+            out = launch.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)()
+        finally:
+            timer.cancel()
+        assert out == {"finetune/a1": "COMPLETED"} and seen == {"child_started_early": False}
+        # and when the other pipeline dies with the parent unfinished, the child is given up
+        (ft / "status.json").unlink()
+        (pre / "status.json").unlink()
+        other.kill()
+        other.wait()
+        assert launch.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)() == {
+            "finetune/a1": "CANCELLED"}
+    finally:
+        other.kill()
+        other.wait()

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from jobs.manifest import Manifest, Task
+from jobs.manifest import Manifest, Task, pid_alive
 from jobs.slurm_queue import JobState
-from jobs.submit import _pid_alive, _ranges, local_states, plan, submit
+from jobs.submit import _ranges, local_states, plan, submit
 
 #   pretrain/a -> finetune/a1, finetune/a2 -> distill/a1d ;  pretrain/b -> finetune/b1 ;  supervised/s
 
@@ -203,7 +203,7 @@ def test_a_reused_pid_does_not_keep_a_dead_local_pipeline_alive(tmp_path: Path) 
         (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
         # both recorded start times differ from the running process's: it is another process
         assert local_states(tmp_path, _local_records(pid, 1))[f"{pid}:0"].state == "CANCELLED"
-        assert not _pid_alive(proc.pid, 1)
+        assert not pid_alive(proc.pid, 1)
     finally:
         proc.kill()
         proc.wait()
@@ -221,7 +221,7 @@ def test_the_recorded_start_time_identifies_the_live_pipeline(tmp_path: Path) ->
         state = {"job_id": pid, "pid": proc.pid, "pid_start": start, "tasks": {"pretrain/a": {"state": "RUNNING"}}}
         (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
         assert local_states(tmp_path, _local_records(pid, start))[f"{pid}:0"].state == "RUNNING"
-        assert _pid_alive(proc.pid, start) and not _pid_alive(proc.pid, start + 1)
+        assert pid_alive(proc.pid, start) and not pid_alive(proc.pid, start + 1)
         # an old state file and record without start times: the pid alone, as before
         del state["pid_start"]
         (tmp_path / "local" / f"{pid}.json").write_text(json.dumps(state))
@@ -229,4 +229,4 @@ def test_the_recorded_start_time_identifies_the_live_pipeline(tmp_path: Path) ->
     finally:
         proc.kill()
         proc.wait()
-    assert not _pid_alive(proc.pid, start) and not _pid_alive(proc.pid)
+    assert not pid_alive(proc.pid, start) and not pid_alive(proc.pid)
