@@ -46,8 +46,15 @@ def teacher_of(cfg: StageConfig, num_classes: int, device: torch.device) -> nn.M
 
 
 def _neck(tcfg: StageConfig, in_dim: int) -> nn.Module:
+    """The layers between the teacher's backbone and its classifier, as its run built them."""
     if tcfg.stage == "finetune":
         return builders.projection_head(tcfg, in_dim).truncated(tcfg.finetune.ft_proj_selector)
+    if tcfg.stage == "distill" and tcfg.distill.init != "scratch" and tcfg.parent is not None:
+        # A student started from its teacher's pretraining run or from the teacher (student_of) kept the head
+        # layers its teacher was fine-tuned with: as a teacher of the next round it must be rebuilt with them
+        # (with an Identity neck its checkpoint did not load).
+        own_teacher = from_dict(RunFolder(tcfg.parent).read_config())
+        return builders.projection_head(tcfg, in_dim).truncated(own_teacher.finetune.ft_proj_selector)
     return nn.Identity()
 
 

@@ -401,3 +401,15 @@ def test_distill_label_weight_uses_every_label_at_fraction_one(
     assert loss0.item() == pytest.approx(distillation_loss(none.model(batch["image"]), teacher(batch["image"]), T).item(),
                                          rel=1e-5)
     assert loss0.item() != pytest.approx(loss.item(), rel=1e-3)
+
+
+def test_a_student_started_from_the_pretraining_run_can_teach_the_next_round(
+        chain: dict[str, Path], tiny_root: Path, tmp_path: Path) -> None:
+    """Its checkpoint carries the kept head layers (neck.*): rebuilt with an Identity neck as a teacher, the
+    strict load failed ('Unexpected key(s) in state_dict: neck.0...')."""
+    first = cfg_for("distill", tmp_path, tiny_root, "r1", "distill.init=pretrained", "train.max_steps=2",
+                    parent=chain["finetune"])
+    assert run_stage(first)["state"] == "done"
+    second = cfg_for("distill", tmp_path, tiny_root, "r2", "train.max_steps=2", parent=Path(first.run_dir))
+    status = run_stage(second)
+    assert status["state"] == "done", status
