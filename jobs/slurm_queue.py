@@ -164,7 +164,12 @@ def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = F
     read as lost and a resume submitted them a second time).
     """
     result = {j: JobState(j, "UNKNOWN") for j in job_ids}
-    if not job_ids or not slurm_available():
+    if not job_ids:
+        return result
+    if not slurm_available():
+        if require_live:  # SLURM jobs on record, and no way to ask about them (another host, PATH)
+            raise QueueUnavailable("cannot read SLURM's queue (sacct/squeue are not on PATH); nothing was "
+                                   "submitted or cancelled: run this where the SLURM commands are")
         return result
     ids = ",".join(query_ids(job_ids))
     out, _ = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ids, "-o", "JobID,State,Reason,ExitCode"], timeout_s)

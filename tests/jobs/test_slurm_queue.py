@@ -140,3 +140,12 @@ def test_a_labmates_jobs_are_read_from_their_queue(monkeypatch: pytest.MonkeyPat
 
     st = job_states(tmp_path, read_jobs(tmp_path), require_live=True)
     assert st["300_0"].state == "RUNNING" and st["300_0"].active and asked == ["alice,bob"]
+
+
+def test_no_slurm_commands_is_no_licence_to_resubmit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sacct/squeue on PATH every job read UNKNOWN, and a plan took running tasks for lost ones."""
+    monkeypatch.setattr(slurm_queue, "slurm_available", lambda: False)
+    assert slurm_queue.query(["5_0"])["5_0"].state == "UNKNOWN"  # a status table may still show that
+    with pytest.raises(slurm_queue.QueueUnavailable, match="not on PATH"):
+        slurm_queue.query(["5_0"], require_live=True)
+    assert slurm_queue.query([], require_live=True) == {}
