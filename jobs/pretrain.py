@@ -58,7 +58,8 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     cl = cfg.train.channels_last
     knn_train = builders.loader(cfg, split=cfg.data.train_split, mode="eval", distributed=False, batch_size=512)
     knn_test = builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512)
-    knn_train_batches, knn_test_batches = EvalBatches(knn_train), EvalBatches(knn_test)
+    knn_train_batches = EvalBatches(knn_train, max_samples=cfg.pretrain.knn_train_samples)
+    knn_test_batches = EvalBatches(knn_test)
 
     def features(m: nn.Module):  # type: ignore[no-untyped-def]
         return lambda x: m.backbone(x)  # type: ignore[operator]

@@ -138,9 +138,13 @@ class EvalBatches:
     work; a large split (over ``cache_bytes``) is streamed every time instead.
     """
 
-    def __init__(self, loader: Any, cache_bytes: int = 512 << 20) -> None:
+    def __init__(self, loader: Any, cache_bytes: int = 512 << 20, max_samples: int = 0) -> None:
+        """``max_samples`` > 0: only the batches up to that many labelled samples (a kNN memory bank of the
+        first N images): a reader that stopped there left the generator unfinished, so nothing was cached
+        and the bank was decoded again at every evaluation."""
         self.loader = loader
         self.cache_bytes = cache_bytes
+        self.max_samples = max_samples
         self._cache: list[Batch] | None = None
 
     def __call__(self) -> Iterator[Batch]:
@@ -149,15 +153,22 @@ class EvalBatches:
         return self._fill()
 
     def _fill(self) -> Iterator[Batch]:
-        kept: list[Batch] = []
-        size = 0
+        kept: list[Batch] | None = []
+        size = n = 0
         for batch in self.loader.epoch_iter(0):
-            yield batch
+            # Kept BEFORE the batch is handed out: a reader may stop at any batch and never resume us.
             if kept is not None:
                 size += int(batch["image"].numel() * batch["image"].element_size())
                 if size > self.cache_bytes:
-                    kept = None  # type: ignore[assignment]
+                    kept = None
                 else:
                     kept.append({"image": batch["image"], "label": batch["label"]})
+            n += int((batch["label"] >= 0).sum())
+            last = bool(self.max_samples) and n >= self.max_samples
+            if last and kept is not None:
+                self._cache = kept
+            yield batch
+            if last:
+                return
         if kept is not None:
             self._cache = kept
