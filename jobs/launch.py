@@ -6,7 +6,8 @@ submitit installs its ``SignalHandler`` for USR2 before calling the task; on the
 ``scontrol requeue`` and exits. Saving from inside a signal handler could catch the model half-way
 through an optimizer step, so :class:`StageTask` routes USR2 to ``simclr.train.preempt`` instead: the
 training loop sees the flag at the next step boundary, all ranks agree, a checkpoint is written and
-``PreemptionRequested`` is raised. Only then is submitit's handler put back and the signal raised again
+``PreemptionRequested`` is raised (during the final evaluation, after the last checkpoint, rank 0 raises
+it at once: ``preempt.interruptible``). Only then is submitit's handler put back and the signal raised again
 in this process, so that submitit's own code path (countdown of time-outs, ``checkpoint()``, requeue)
 runs with the state already on disk. Ranks other than 0 return from submitit's handler without doing
 anything (it must not exit them, or srun might kill rank 0 mid-requeue); they wait for the requeue to

@@ -216,11 +216,7 @@ def fit(
                 progress()
             stop = _any_rank(preempt.requested(), device)
             if stop or step % settings.checkpoint_every == 0:
-                # The loss is checked on log steps only: a model gone NaN in between must not be saved, where it
-                # would push good checkpoints out and be what every restart loads.
-                if not _all_finite(loss.detach(), device):
-                    raise FloatingPointError(f"loss is not finite at step {step}; not checkpointed (the last "
-                                             "checkpoint stays the newest)")
+                _check_finite(model, loss.detach(), device, step)
                 save(step, epoch, batch_in_epoch)
             if stop:
                 progress()
@@ -237,6 +233,7 @@ def fit(
             # A signal that came during the evaluation (which may outlast the signal's lead time): stop now,
             # not after the next step.
             if evaluated and _any_rank(preempt.requested(), device):
+                _check_finite(model, loss.detach(), device, step)
                 save(step, epoch, 0)
                 progress()
                 raise preempt.PreemptionRequested(preempt.signum(), step)
@@ -252,7 +249,7 @@ def fit(
     final: dict[str, float] = {}
     if final_eval is not None:
         model.eval()
-        with preempt.interruptible(step):
+        with preempt.interruptible(step, enabled=dist.rank() == 0):
             final = {k: float(v) for k, v in final_eval(model).items()}
         run.log(step=step, epoch=epoch, split="test", values=final)
     status = run.write_status(
@@ -304,12 +301,20 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def _all_finite(loss: torch.Tensor, device: torch.device) -> bool:
-    """Whether the loss is finite on every rank (a collective under DDP: every rank checks at the same step)."""
-    t = torch.isfinite(loss).all().to(device=device, dtype=torch.float32).reshape(1)
+def _check_finite(model: nn.Module, loss: torch.Tensor, device: torch.device, step: int) -> None:
+    """Refuse to checkpoint a model gone NaN/inf: the loss (checked on log steps only) and the weights the
+    last update produced, on every rank (a collective under DDP: every rank saves at the same step). A saved
+    NaN model would push good checkpoints out and be what every restart loads."""
+    ok = torch.isfinite(loss).all()
+    with torch.no_grad():
+        for p in model.parameters():
+            ok = ok & torch.isfinite(p).all()
+    t = ok.to(device=device, dtype=torch.float32).reshape(1)
     if dist.is_distributed():
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return bool(t.item() > 0)
+    if not t.item() > 0:
+        raise FloatingPointError(f"loss or weights not finite at step {step}; not checkpointed (the last "
+                                 "checkpoint stays the newest)")
 
 
 def _evaluate(run: RunFolder, model: nn.Module, evaluators: tuple[Evaluator, ...], step: int, epoch: int) -> None:

@@ -3,11 +3,14 @@
 Saving inside a signal handler could catch the model half-way through an optimizer step. Instead the
 handler only records the request; the loop (``simclr.train.loop``) agrees across ranks that a request
 arrived, writes a checkpoint of a consistent state and raises :class:`PreemptionRequested`. The job layer
-(``jobs.launch``) catches that and hands over to submitit's own requeue path.
+(``jobs.launch``) catches that and hands over to submitit's own requeue path. The one exception is work
+after the last checkpoint (the final evaluation, :func:`interruptible`): there nothing is left to save, so
+the handler raises at once, in the process and on the rank that entered it only.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -28,29 +31,35 @@ class PreemptionRequested(Exception):
         self.step = step
 
 
-# Inside interruptible(): the step whose checkpoint is on disk, so a signal may end the work at once.
-_interrupt_at: int | None = None
+# Inside interruptible(): (the process that entered it, the step whose checkpoint is on disk). The pid, because
+# data-loader workers are forked copies of this process: the signal reaches them too, and one that raised
+# would die (or have its exception rebuilt as a RuntimeError) and fail the job instead of requeueing it.
+_interrupt_at: tuple[int, int] | None = None
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _signum
     _signum = signum
     _requested.set()
-    if _interrupt_at is not None:
-        raise PreemptionRequested(signum, _interrupt_at)
+    if _interrupt_at is not None and _interrupt_at[0] == os.getpid():
+        raise PreemptionRequested(signum, _interrupt_at[1])
 
 
 @contextmanager
-def interruptible(step: int) -> Iterator[None]:
+def interruptible(step: int, enabled: bool = True) -> Iterator[None]:
     """Work after the last checkpoint (the final evaluation): a signal raises :class:`PreemptionRequested`
     at once instead of waiting for a step boundary that never comes. There is nothing to save, so the job
     requeues before the time limit kills it (an evaluation longer than the signal's lead time ended as
     TIMEOUT, and its dependants with it); the restart only evaluates again. A signal that came before is
-    acted on at entry."""
+    acted on at entry. ``enabled=False`` (ranks other than 0): nothing changes; rank 0's requeue ends them,
+    while a rank that raised on its own after rank 0 finished would fail the job."""
     global _interrupt_at
+    if not enabled:
+        yield
+        return
     if requested():
         raise PreemptionRequested(signum(), step)
-    _interrupt_at = step
+    _interrupt_at = (os.getpid(), step)
     try:
         yield
     finally:

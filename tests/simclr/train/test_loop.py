@@ -267,7 +267,8 @@ def test_a_metrics_file_shorter_than_its_checkpoint_offset_is_not_padded(tmp_pat
     with pytest.raises(preempt.PreemptionRequested):
         train(run, stop_at=6)
     text = (run / "metrics.jsonl").read_bytes()
-    (run / "metrics.jsonl").write_bytes(text[: text.rindex(b"\n", 0, len(text) - 1) + 1])  # the last line lost
+    # the last line lost, and the one before it cut mid-line
+    (run / "metrics.jsonl").write_bytes(text[: text.rindex(b"\n", 0, len(text) - 1) - 10])
     train(run)
     data = (run / "metrics.jsonl").read_bytes()
     assert b"\0" not in data and all(json.loads(line) for line in data.decode().splitlines())
@@ -311,3 +312,53 @@ def test_a_signal_during_the_final_evaluation_requeues_at_once(tmp_path: Path) -
     out = train(run)  # the restart only evaluates
     assert out["status"]["state"] == "done" and out["status"]["final"] == {"test/top1": 50.0}
     assert metric_values(run) == metric_values(train(tmp_path / "ref") and tmp_path / "ref")
+
+
+def test_weights_gone_nan_with_a_finite_loss_are_never_checkpointed(tmp_path: Path) -> None:
+    """The loss is of the step before the update: a finite loss followed by an update to NaN was saved."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {"n": 0}
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        seen["n"] += 1
+        if seen["n"] == 3:
+            with torch.no_grad():
+                module[0].weight[0, 0] = float("nan")  # the update before this step went wrong
+        return F.cross_entropy(module(batch["x"]), batch["label"]).nan_to_num(1.0), {}
+
+    with pytest.raises(FloatingPointError, match="not checkpointed"):
+        fit(run=RunFolder(tmp_path, stage="test"), model=model, loader=ArrayLoader(), optimizer=opt,
+            lr_at=lambda s: 0.1, step_fn=step_fn,
+            settings=LoopSettings(epochs=3, log_every=100, checkpoint_every=4, keep_checkpoints=2,
+                                  channels_last=False),
+            config={"stage": "test"}, device=torch.device("cpu"))
+    assert ckpt.list_checkpoints(tmp_path / "checkpoints") == []
+
+
+def test_interruptible_raises_only_where_it_was_entered() -> None:
+    """Data-loader workers are forked copies: the signal reaches them too, and one that raised would die and
+    fail the job. Ranks other than 0 (enabled=False) leave the requeue to rank 0."""
+    import multiprocessing
+    import os
+    import signal
+
+    previous = preempt.install((signal.SIGUSR2,))
+    preempt.clear()
+    try:
+        with preempt.interruptible(7, enabled=False):
+            os.kill(os.getpid(), signal.SIGUSR2)
+        assert preempt.requested()  # the flag only
+        preempt.clear()
+        with pytest.raises(preempt.PreemptionRequested):
+            with preempt.interruptible(7):
+                child = multiprocessing.get_context("fork").Process(
+                    target=lambda: os.kill(os.getpid(), signal.SIGUSR2))  # a forked worker gets the signal
+                child.start()
+                child.join(30)
+                assert child.exitcode == 0  # it did not raise
+                os.kill(os.getpid(), signal.SIGUSR2)
+                raise AssertionError("not interrupted")
+    finally:
+        preempt.restore(previous)
+        preempt.clear()
