@@ -41,7 +41,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
         # mkstemp makes the file 0600: shards' manifests, key lists, configs, statuses and checkpoints
         # then could not be read by a labmate (fine-tuning from your pretraining run, running the report).
-        os.fchmod(fd, new_file_mode())
+        try:
+            os.fchmod(fd, new_file_mode())
+        except OSError:  # a file system that refuses chmod (some network mounts): keep mkstemp's mode
+            pass
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

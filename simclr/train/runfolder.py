@@ -117,8 +117,14 @@ class RunFolder:
         self.close_metrics()
         if self.metrics_path.exists():
             with open(self.metrics_path, "r+b") as f:
-                # Never past the end: a file that lost its tail (a node crash) would be padded with NUL bytes.
-                f.truncate(min(offset, os.fstat(f.fileno()).st_size))
+                size = os.fstat(f.fileno()).st_size
+                if size < offset:
+                    # The file lost its tail (a node crash): never truncate past the end (NUL padding), and
+                    # cut back to its last whole line, or the next line would be glued to a torn one.
+                    f.seek(max(0, size - (1 << 20)))
+                    tail = f.read()
+                    offset = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+                f.truncate(offset)
 
     def log(self, *, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
         """Append one JSON line per metric (docs/CONTRACTS.md)."""
