@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +52,14 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     # Whole arrays by their id when every active task of the array is being cancelled anyway.
     ids = sorted({j.split("_", 1)[0] for j in slurm_ids})
     if ids:
-        subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
+        p = subprocess.run(["scancel", *ids], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            # scancel cancels what it may and names the rest ("Kill job error on job id 123: Access/permission
+            # denied": a labmate's jobs in a shared sweep folder). Those are not reported as cancelled.
+            refused = {m.split("_", 1)[0] for m in re.findall(r"job id (\d[\d_]*)", p.stderr)}
+            print(f"[cancel] scancel refused {', '.join(sorted(refused)) or 'some jobs'}: "
+                  f"{p.stderr.strip()[:500]}", file=sys.stderr)
+            ids = [i for i in ids if i not in refused] if refused else []
     for job, job_start in pipelines.items():
         # SIGINT to the pipeline process itself (its pid is in its state file): it stops its children and
         # ends without a requeue. The controller's pid would be a shell when the profile has setup lines.

@@ -87,3 +87,25 @@ def test_cancel_does_not_signal_a_process_that_took_a_dead_pipelines_pid(tmp_pat
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_jobs_scancel_refuses_are_not_reported_as_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A labmate's array in a shared sweep folder: scancel refuses it, and cancel said it was cancelled."""
+    from jobs.manifest import append_jobs
+    from jobs.slurm_queue import JobState
+
+    append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": "300_0", "executor": "slurm", "user": "alice"},
+                           {"key": "pretrain/b", "job_id": "301_0", "executor": "slurm", "user": "bob"}])
+    monkeypatch.setattr(cancel_mod, "job_states", lambda d, recs: {
+        "300_0": JobState("300_0", "RUNNING"), "301_0": JobState("301_0", "RUNNING")})
+    calls: list[list[str]] = []
+
+    def scancel(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "scancel: error: Kill job error on job id 300: Access/permission denied\n")
+
+    monkeypatch.setattr(cancel_mod.subprocess, "run", scancel)
+    assert cancel_mod.cancel(tmp_path) == ["301"] and calls == [["scancel", "300", "301"]]
+    assert "scancel refused 300" in capsys.readouterr().err
