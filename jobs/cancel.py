@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.launch import pipeline_state_path
-from jobs.manifest import process_start, read_jobs, recorded_start
+from jobs.manifest import pid_alive, read_jobs, recorded_start
 from jobs.slurm_queue import QUERY_FAILED
 from jobs.submit import job_states
 
@@ -70,8 +70,8 @@ def cancel(sweep_dir: str | Path) -> list[str]:
             try:
                 n = int(pid)
                 # Never kill(0) / kill(-1) (the caller's process group / everything), and never a process
-                # that got the pid after the pipeline died: its start time is not the recorded one.
-                if n <= 0 or (start is not None and process_start(n) not in (None, start)):
+                # that got the pid after the pipeline died (pid_alive compares the recorded start time).
+                if not pid_alive(n, start):
                     continue
                 os.kill(n, signal.SIGINT)
                 break

@@ -39,12 +39,10 @@ from jobs.manifest import (
     atomic_write_text,
     is_done,
     latest_jobs,
-    pid_alive,
     process_start,
     read_jobs,
     read_manifest,
     read_status,
-    recorded_start,
 )
 
 # Seconds a non-zero rank waits for rank 0's requeue to end the step before giving up.
@@ -389,18 +387,14 @@ class PipelineTask:
 
 
 def _live_elsewhere(sweep_dir: str, key: str) -> bool:
-    """Whether task ``key``'s latest job is in a live local pipeline that has it pending or running."""
+    """Whether task ``key``'s latest job is pending or running in a live local pipeline (the state that
+    status and resume read: :func:`jobs.submit.local_states`)."""
+    from jobs.submit import local_states  # (jobs.submit imports this module)
+
     rec = latest_jobs(read_jobs(sweep_dir)).get(key)
     if rec is None or rec.get("executor") != "local":
         return False
-    state = _read_json(pipeline_state_path(sweep_dir, str(rec.get("pipeline"))))
-    task_state = state.get("tasks", {}).get(key, {}).get("state") if isinstance(state.get("tasks"), dict) else None
-    if task_state not in (PIPE_PENDING, PIPE_RUNNING):
-        return False
-    try:
-        return pid_alive(int(state.get("pid", 0) or 0), recorded_start(state.get("pid_start")))
-    except (TypeError, ValueError):
-        return False
+    return local_states(sweep_dir, [rec])[str(rec["job_id"])].active
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -150,21 +150,26 @@ def read_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None when it is
-    not there (or there is no /proc). A pid plus its start time names one process: a pid alone may have
-    been reused by an unrelated process since it was recorded."""
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (index 0 = field 3, the state), or None when
+    the process is not there (or there is no /proc). Field 2 is "(comm)", and comm may itself hold ")",
+    spaces or "(": the fields after it start after the LAST ")". Bytes: comm need not be UTF-8."""
     if pid <= 0:
         return None
     try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()  # bytes: the comm field need not be UTF-8
+        data = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    # Field 2 is "(comm)", and comm may itself hold ")", spaces or "(": the fields after it start after the
-    # LAST ")". There, index 0 is field 3 (the state), so field 22 is index 19.
     _, paren, rest = data.rpartition(b")")
-    fields = rest.split()
-    if not paren or len(fields) < 20:
+    return rest.split() if paren else None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or None when it is
+    not there. A pid plus its start time names one process: a pid alone may have been reused by an
+    unrelated process since it was recorded."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
         return None
     try:
         return int(fields[19])
@@ -173,8 +178,9 @@ def process_start(pid: int) -> int | None:
 
 
 def pid_alive(pid: int, start: int | None = None) -> bool:
-    """Whether ``pid`` runs; ``start`` (its recorded :func:`process_start`) also requires it to
-    be the same process, not one that got the pid later. Without a start time (older records), the pid alone."""
+    """Whether ``pid`` runs (a zombie, exited but not reaped, does not); ``start`` (its recorded
+    :func:`process_start`) also requires it to be the same process, not one that got the pid later. Without
+    a start time (older records), the pid alone."""
     if pid <= 0:
         return False
     try:
@@ -183,17 +189,14 @@ def pid_alive(pid: int, start: int | None = None) -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it runs (and the start time below tells whether it is ours)
-    if start is not None:
-        now = process_start(pid)
-        if now is not None and now != start:
-            return False
-    # A zombie (exited, not yet reaped by its parent) is not alive. The state follows the LAST ")": the comm
-    # before it may hold ") " itself.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[:1] != [b"Z"]
-    except OSError:
+    fields = _proc_stat(pid)
+    if fields is None:  # no /proc: the signal check is all there is
         return True
+    if fields[:1] == [b"Z"]:
+        return False
+    if start is not None and len(fields) >= 20 and fields[19].isdigit() and int(fields[19]) != start:
+        return False
+    return True
 
 
 def recorded_start(value: Any) -> int | None:
