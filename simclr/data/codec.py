@@ -35,10 +35,6 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
 
 
-def is_wide(data: bytes) -> bool:
-    """Whether encoded ``data`` holds a grey image of more than 8 bits per pixel (from the header only)."""
-    with Image.open(io.BytesIO(data)) as im:
-        return im.mode in _WIDE_MODES
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -96,12 +92,14 @@ def array_to_pil(a: np.ndarray) -> Image.Image:
     raise ValueError(f"image arrays must be [H, W] or [H, W, 1|3], got shape {a.shape}")
 
 
-def probe(data: bytes) -> tuple[str, int, int]:
-    """(mode, width, height) from the header, without decoding the pixels; raises on non-images."""
+def probe(data: bytes) -> tuple[str, int, int, bool]:
+    """(mode, width, height, wide) from the header, without decoding the pixels; raises on non-images.
+    ``mode`` is L or RGB, what :func:`decode_pil` makes of it; ``wide``: a grey image of more than 8 bits
+    per pixel (16-bit PNG/TIFF), which is stored scaled to 8 bits, never passed through."""
     with Image.open(io.BytesIO(data)) as im:
         mode = im.mode
         w, h = im.size
-    return ("L" if mode in _GRAY_MODES else "RGB"), w, h
+    return ("L" if mode in _GRAY_MODES else "RGB"), w, h, mode in _WIDE_MODES
 
 
 def decode_pil(data: bytes, mode: str) -> Image.Image:

@@ -79,7 +79,7 @@ def write_label_fractions(
 
     wanted: dict[str, int] = {}
     for f in fractions:
-        wanted[fraction_name(f)] = max(1, int(round(f * labelled / num_classes)))
+        wanted[fraction_name(f)] = _per_class(f, labelled, num_classes)
     if per_class is not None:
         wanted[f"{per_class}perclass"] = per_class
 
@@ -138,8 +138,13 @@ def _listed(out_dir: Path, labelled: int, num_classes: int) -> dict[str, int]:
         if m["k"] is not None:
             out[name] = int(m["k"])
         elif 0 < float(m["pct"]) <= 100:
-            out[name] = max(1, int(round(float(m["pct"]) / 100 * labelled / num_classes)))
+            out[name] = _per_class(float(m["pct"]) / 100, labelled, num_classes)
     return {n: k for n, k in out.items() if k >= 1}
+
+
+def _per_class(fraction: float, labelled: int, num_classes: int) -> int:
+    """Samples per class of a fraction: the same number in every class (at least 1)."""
+    return max(1, int(round(fraction * labelled / num_classes)))
 
 
 def read_keys(path: str | Path) -> list[str]:

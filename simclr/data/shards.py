@@ -36,7 +36,6 @@ from simclr.data.codec import (
     check_format,
     decode_pil,
     encode_image,
-    is_wide,
     probe,
     sniff_format,
     to_storable,
@@ -141,12 +140,12 @@ def _payload(image: ImageLike, fmt: str, jpeg_quality: int, verify: bool) -> tup
     """Encoded bytes in ``fmt`` plus (decode mode, width, height); bytes already in ``fmt`` pass unchanged."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
-        if sniff_format(data) == fmt and not is_wide(data):  # 16-bit files are stored scaled to 8 bits
-            mode, w, h = probe(data)
+        mode, w, h, wide = probe(data)  # (one header read)
+        if sniff_format(data) == fmt and not wide:  # 16-bit files are stored scaled to 8 bits
             if verify:
                 decode_pil(data, mode)
             return data, mode, w, h
-        img: Image.Image = decode_pil(data, probe(data)[0])
+        img: Image.Image = decode_pil(data, mode)
     elif isinstance(image, np.ndarray):
         img = array_to_pil(image)
     elif isinstance(image, Image.Image):

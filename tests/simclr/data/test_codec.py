@@ -10,7 +10,7 @@ def test_png_round_trip_is_lossless_and_deterministic(shape, mode) -> None:
     a = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     data = encode_image(a, "png")
     assert data == encode_image(a, "png") and sniff_format(data) == "png"
-    assert probe(data) == (mode, 7, 5)
+    assert probe(data) == (mode, 7, 5, False)
     np.testing.assert_array_equal(np.asarray(decode_pil(data, mode)), a)
     t = decode_tensor(data, mode)
     expect = torch.from_numpy(a).reshape(5, 7, -1).permute(2, 0, 1)
@@ -59,12 +59,11 @@ def test_16_bit_grey_images_are_scaled_not_clipped() -> None:
 
 
 def test_a_16_bit_png_is_written_as_8_bits_even_when_png_passes_through(tmp_path) -> None:
-    from simclr.data.codec import is_wide
     from simclr.data.shards import write_shards
     from simclr.data.shardset import open_split
 
     data = _png16(np.full((6, 8), 30000))
-    assert is_wide(data)
+    assert probe(data)[3]  # wide: more than 8 bits per pixel
     write_shards([("k0", data, 0)], tmp_path, split="train", image_format="png", class_names=["c"])
     stored = open_split(tmp_path, "train").read(0)
-    assert not is_wide(stored) and int(np.asarray(decode_pil(stored, "L")).mean()) == round(30000 / 257)
+    assert not probe(stored)[3] and int(np.asarray(decode_pil(stored, "L")).mean()) == round(30000 / 257)
