@@ -91,8 +91,8 @@ def build_classifier_stage(
         y = batch["label"]
         # Decided once, not by a per-step device sync: only the eval-mode loader with a bad-sample budget
         # hands out -1 slots (a substitute); labelled_only keeps unlabelled samples out.
-        keep = y >= 0 if may_hold_invalid else None
-        if keep is not None and not bool(keep.all()):
+        keep = y >= 0
+        if may_hold_invalid and not bool(keep.all()):
             # Without augmentation the train loader is in eval mode, where a bad image's substitute slot is
             # label -1 (data.bad_sample_budget > 0): it counts for nothing, as in an evaluation. (The
             # all-labelled batch takes the unchanged path, so results stay bit-identical.)

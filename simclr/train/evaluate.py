@@ -163,8 +163,10 @@ class EvalBatches:
                     kept = None
                 else:
                     kept.append({"image": batch["image"], "label": batch["label"]})
-            n += int((batch["label"] >= 0).sum())
-            last = bool(self.max_samples) and n >= self.max_samples
+            last = False
+            if self.max_samples:
+                n += int((batch["label"] >= 0).sum())
+                last = n >= self.max_samples
             if last and kept is not None:
                 self._cache = kept
             yield batch
