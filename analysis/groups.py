@@ -34,6 +34,7 @@ __all__ = [
     "metric_series",
     "group_runs",
     "group_label",
+    "disambiguate",
     "distinct_labels",
     "key_label",
     "check_groups",
@@ -181,23 +182,36 @@ def _same(a: object, b: object) -> bool:
     return (is_missing(a) and is_missing(b)) or (not is_missing(a) and not is_missing(b) and a == b)
 
 
+def disambiguate(labels: Sequence[str], rows: Sequence[dict[str, object]], keys: Sequence[str]) -> list[str]:
+    """``labels`` (one per row), each that reads like another's extended with those of ``keys`` whose values
+    tell the rows apart (``... · CIFAR stem, out dim 64``); a label that is unique stays as it is."""
+    out = list(labels)
+    alike: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        alike.setdefault(lab, []).append(i)
+    for idx in alike.values():
+        if len(idx) < 2:
+            continue
+        differ = [k for k in keys if any(not _same(rows[i].get(k), rows[idx[0]].get(k)) for i in idx[1:])]
+        if differ:
+            for i in idx:
+                out[i] += " · " + ", ".join(key_label(k, rows[i].get(k)) for k in differ)
+    return out
+
+
 def distinct_labels(rows: Sequence[dict[str, object]]) -> list[str]:
     """:func:`group_label` of each group row, plus the keys that tell apart groups whose labels would read
     the same (the stem, the projection's output size, the teacher's head or label fraction): two such
-    groups were separate rows of a table under one name."""
+    groups were separate rows of a table under one name. (A label starts with its stage, so groups alike
+    are of one stage and differ in its keys.)"""
     labels = [group_label(r) for r in rows]
-    alike: dict[tuple[object, str], list[int]] = {}
-    for i, (r, lab) in enumerate(zip(rows, labels)):
-        alike.setdefault((r["stage"], lab), []).append(i)
-    for (stage, _), idx in alike.items():
-        if len(idx) < 2:
-            continue
-        keys = [k for k in STAGE_KEYS.get(str(stage), GROUP_KEYS)
-                if any(not _same(rows[i].get(k), rows[idx[0]].get(k)) for i in idx[1:])]
-        for i in idx:
-            if keys:
-                labels[i] += " · " + ", ".join(key_label(k, rows[i].get(k)) for k in keys)
-    return labels
+    out = list(labels)
+    for stage in dict.fromkeys(str(r["stage"]) for r in rows):
+        idx = [i for i, r in enumerate(rows) if str(r["stage"]) == stage]
+        for i, lab in zip(idx, disambiguate([labels[i] for i in idx], [rows[i] for i in idx],
+                                            STAGE_KEYS.get(stage, GROUP_KEYS))):
+            out[i] = lab
+    return out
 
 
 def check_groups(runs: pd.DataFrame) -> list[str]:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.groups import BACKBONE, HEAD, key_label
+from analysis.groups import BACKBONE, HEAD, disambiguate
 from analysis.labels import fraction_label, is_missing, model_label, num_label
 from analysis.runfolder import STAGES
 
@@ -166,15 +166,14 @@ def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
         keys = list(BACKBONE) + list(HEAD)  # depth, width, sk_ratio, cifar_stem, num_proj_layers, proj_out_dim
         lines = list(sub.groupby(keys, dropna=False, sort=True))[:MAX_LINES]
         dropped += max(0, sub.groupby(keys, dropna=False).ngroups - MAX_LINES)
-        names = [f"{model_label(key[0], key[1], key[2])}, {num_label(key[4])}-layer head" for key, _ in lines]
-        for (key, g), name in zip(lines, names):
+        # Lines whose names match differ in the stem or the output size: they say which.
+        names = disambiguate([f"{model_label(key[0], key[1], key[2])}, {num_label(key[4])}-layer head"
+                              for key, _ in lines], [dict(zip(keys, key)) for key, _ in lines],
+                             ("cifar_stem", "proj_out_dim"))
+        for (key, g), label in zip(lines, names):
             # ft_proj_selector -1 = "all layers" = the head depth, so it sits at the right end.
             x = g["ft_proj_selector"].where(g["ft_proj_selector"] != -1, g["num_proj_layers"])
             order = np.argsort(x.to_numpy())
-            # Lines whose names match differ in the stem or the output size: say which.
-            twins = [k for (k, _), n in zip(lines, names) if n == name]
-            extra = [key_label(keys[i], key[i]) for i in (3, 5) if len({str(t[i]) for t in twins}) > 1]
-            label = name + (" · " + ", ".join(extra) if extra else "")
             ax.errorbar(x.to_numpy()[order], g["mean"].to_numpy()[order], yerr=g["std"].fillna(0).to_numpy()[order],
                         marker="o", capsize=3, label=label)
         ax.set_title(f"{fraction_label(f)} labels")
