@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -275,10 +275,20 @@ def test_a_metrics_file_shorter_than_its_checkpoint_offset_is_not_padded(tmp_pat
     assert max(r[0] for r in metric_values(run)) == 15  # 3 epochs of 5 steps, every line after the resume kept
 
 
+def _fit_fails_unsaved(run_dir: Path, model: nn.Module, step_fn: Callable[[nn.Module, dict], tuple],
+                       checkpoint_every: int) -> None:
+    """Train ``model`` with ``step_fn``, logging only every 100 steps; the loop must refuse a checkpoint."""
+    with pytest.raises(FloatingPointError, match="not checkpointed"):
+        fit(run=RunFolder(run_dir, stage="test"), model=model, loader=ArrayLoader(),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), lr_at=lambda s: 0.1, step_fn=step_fn,
+            settings=LoopSettings(epochs=3, log_every=100, checkpoint_every=checkpoint_every, keep_checkpoints=2,
+                                  channels_last=False),
+            config={"stage": "test"}, device=torch.device("cpu"))
+
+
 def test_a_model_gone_nan_between_log_steps_is_never_checkpointed(tmp_path: Path) -> None:
     """The loss was checked on log steps only: with log_every=100 the NaN model of step 4 was saved."""
     model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen = {"n": 0}
 
     def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -286,12 +296,7 @@ def test_a_model_gone_nan_between_log_steps_is_never_checkpointed(tmp_path: Path
         loss = F.cross_entropy(module(batch["x"]), batch["label"])
         return (loss * float("nan") if seen["n"] >= 3 else loss), {}
 
-    with pytest.raises(FloatingPointError, match="not checkpointed"):
-        fit(run=RunFolder(tmp_path, stage="test"), model=model, loader=ArrayLoader(), optimizer=opt,
-            lr_at=lambda s: 0.1, step_fn=step_fn,
-            settings=LoopSettings(epochs=3, log_every=100, checkpoint_every=2, keep_checkpoints=2,
-                                  channels_last=False),
-            config={"stage": "test"}, device=torch.device("cpu"))
+    _fit_fails_unsaved(tmp_path, model, step_fn, checkpoint_every=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["ckpt-00000002.pt"]
 
 
@@ -317,7 +322,6 @@ def test_a_signal_during_the_final_evaluation_requeues_at_once(tmp_path: Path) -
 def test_weights_gone_nan_with_a_finite_loss_are_never_checkpointed(tmp_path: Path) -> None:
     """The loss is of the step before the update: a finite loss followed by an update to NaN was saved."""
     model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     seen = {"n": 0}
 
     def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -327,12 +331,7 @@ def test_weights_gone_nan_with_a_finite_loss_are_never_checkpointed(tmp_path: Pa
                 module[0].weight[0, 0] = float("nan")  # the update before this step went wrong
         return F.cross_entropy(module(batch["x"]), batch["label"]).nan_to_num(1.0), {}
 
-    with pytest.raises(FloatingPointError, match="not checkpointed"):
-        fit(run=RunFolder(tmp_path, stage="test"), model=model, loader=ArrayLoader(), optimizer=opt,
-            lr_at=lambda s: 0.1, step_fn=step_fn,
-            settings=LoopSettings(epochs=3, log_every=100, checkpoint_every=4, keep_checkpoints=2,
-                                  channels_last=False),
-            config={"stage": "test"}, device=torch.device("cpu"))
+    _fit_fails_unsaved(tmp_path, model, step_fn, checkpoint_every=4)
     assert ckpt.list_checkpoints(tmp_path / "checkpoints") == []
 
 
