@@ -1,6 +1,7 @@
 """Collect every run folder under one or more roots into one runs table (a pandas DataFrame).
 
-A root may be a sweep folder (``runs/<stage>/<run-folder>``, docs/CONTRACTS.md "Sweep folder"),
+A root may be a sweep folder (``runs/<stage>/<run-folder>``, docs/CONTRACTS.md "Sweep folder"; one copied or
+moved off the cluster reads the same: its manifest's run folders are found under it),
 several sweeps, a single run folder, or any tree that holds run folders. A folder is a run folder
 when it holds any of ``RUN_MARKERS`` (a killed run may lack some); we never descend into one.
 
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runfolder import MODEL_AXES, RunRead, is_run_folder, read_run
+from simclr.runfolder import locate_run_dir
 
 __all__ = ["Collection", "collect", "find_run_folders", "BASE_COLUMNS"]
 
@@ -216,9 +218,11 @@ def _manifest_runs(root: Path, warnings: list[str]) -> set[str] | None:
     if not path.is_file():
         return None
     try:
-        tasks = json.loads(path.read_text())["tasks"]
-        return {os.path.realpath(t["run_dir"]) for t in tasks}
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        manifest = json.loads(path.read_text())
+        recorded = manifest.get("sweep_dir") or str(root)
+        # Run folders are recorded absolute, where the sweep ran; a copied sweep folder holds them under itself.
+        return {os.path.realpath(locate_run_dir(t["run_dir"], recorded, root)) for t in manifest["tasks"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         warnings.append(f"{path}: unreadable ({type(err).__name__}: {err}); every run folder under it collected")
         return None
 

@@ -17,11 +17,12 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from jobs.manifest import latest_jobs, read_manifest, read_progress, read_status
+from simclr.runfolder import locate_run_dir
 from jobs.slurm_queue import ACTIVE_STATES, QUERY_FAILED, JobState
 from jobs.submit import current_records
 
@@ -127,7 +128,9 @@ def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
     rows = []
     for t in manifest.tasks:
         rec = latest.get(t.key)
-        rows.append(task_row(t, rec, states.get(str(rec["job_id"])) if rec else None))
+        # A copied or moved sweep folder: its run folders are here, not where the manifest says.
+        here = replace(t, run_dir=str(locate_run_dir(t.run_dir, manifest.sweep_dir, sweep_dir)))
+        rows.append(task_row(here, rec, states.get(str(rec["job_id"])) if rec else None))
     report_recs = [r for r in records if r.get("stage") == "report"]
     report = None
     if report_recs:
@@ -136,7 +139,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
         st = js.state if js else "UNKNOWN"
         reason = js.reason if js is not None and st in ("PENDING", "CANCELLED") else ""
         report = Row("report", "report", 0, st, st, reason, js.requeues if js else 0, None, None,
-                     "", None, str(r["job_id"]), str(Path(manifest.sweep_dir) / "report"))
+                     "", None, str(r["job_id"]), str(Path(sweep_dir) / "report"))
     return rows, report
 
 

@@ -123,3 +123,19 @@ def test_workers_give_the_same_table(known_sweep: Path) -> None:
     one = collect(known_sweep).runs
     two = collect(known_sweep, workers=2).runs
     pd.testing.assert_frame_equal(one, two)
+
+
+def test_a_copied_sweep_folder_gives_the_same_runs_table(known_sweep: Path, tmp_path: Path) -> None:
+    """A sweep rsynced off the cluster: its manifest names run folders at the old place (issue 16)."""
+    sweep = tmp_path / "cluster" / "sweep"
+    shutil.copytree(known_sweep, sweep)
+    runs = sorted(str(p) for p in (sweep / "runs").glob("*/*"))
+    (sweep / "manifest.json").write_text(json.dumps({"sweep_dir": str(sweep), "tasks": [{"run_dir": r} for r in runs]}))
+    here = collect(sweep).runs
+    copy = tmp_path / "laptop" / "copy"
+    shutil.copytree(sweep, copy)
+    shutil.rmtree(sweep)
+    there = collect(copy)
+    assert len(there.runs) == len(here) == 24 and there.warnings == []
+    cols = [c for c in here.columns if c not in ("path", "teacher_path")]
+    pd.testing.assert_frame_equal(here[cols].reset_index(drop=True), there.runs[cols].reset_index(drop=True))

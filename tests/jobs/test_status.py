@@ -103,3 +103,18 @@ def test_a_report_that_will_still_run_is_not_the_end(state: str) -> None:
     report = status_mod.Row("report", "report", 0, state, state, "", 0, None, None, "", None, "7", "/s/report")
     assert not status_mod.finished([done], report)
     assert status_mod.finished([done], status_mod.Row(**{**report.__dict__, "state": "COMPLETED"}))
+
+
+def test_a_copied_sweep_folder_reads_its_own_run_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    sweep = _sweep(tmp_path / "cluster", monkeypatch, STATES)
+    copy = tmp_path / "laptop" / "sweep"
+    shutil.copytree(sweep, copy)
+    shutil.rmtree(sweep)  # the manifest still names these run folders
+    rows, report = status_mod.collect(copy)
+    by = {r.point: r for r in rows}
+    assert by["a"].state == "DONE" and (by["a"].metric, by["a"].value) == ("knn_top1", 71.5)
+    assert by["b"].step == 10 and by["a1"].reason == "RuntimeError: boom"
+    assert all(r.run_dir.startswith(str(copy)) for r in rows)
+    assert report is not None and report.run_dir == str(copy / "report")
