@@ -18,6 +18,9 @@ Columns of ``Collection.runs`` (one row per run folder):
 - progress and cost: ``step``, ``total_steps``, ``progress``, ``epoch``, ``restarts``,
   ``wall_time_s``, ``world_size``, ``device``, ``device_hours``, ``gpu_hours``, ``params``,
   ``n_ckpts``, ``last_ckpt_step``, ``n_metric_lines``
+- budget and convergence (docs/CONTRACTS.md "Convergence"): ``batch_size``, ``epochs_done``, ``images_seen``,
+  ``labelled_images_seen``, ``pretrain_steps`` (of the pretraining run the backbone came from), ``converged``
+  (``true`` / ``false`` / ``unknown``), ``convergence_note``
 - results: ``top1``, ``top5`` (test, percent) and ``top1_source`` (``final`` or ``metrics``);
   ``final:<key>`` for each number in status.json's ``final``; ``last:<split>/<name>`` and
   ``best:<split>/<name>`` for each metrics.jsonl series (best = max, or min for losses).
@@ -32,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +52,8 @@ BASE_COLUMNS: tuple[str, ...] = (
     "teacher_label_fraction", "teacher_state", "teacher_top1",
     "top1", "top5", "top1_source", "top5_source", "params", "step", "total_steps", "progress", "epoch", "restarts",
     "wall_time_s", "world_size", "device", "device_hours", "gpu_hours",
+    "batch_size", "epochs_done", "images_seen", "labelled_images_seen", "pretrain_steps", "converged",
+    "convergence_note",
     "n_ckpts", "last_ckpt_step", "n_metric_lines", "has_config", "duplicate_of", "parent",
     "teacher_ref", "teacher_path", "path",
 )
@@ -183,6 +189,42 @@ def _resolve_teachers(runs: pd.DataFrame, warnings: list[str]) -> None:
                 runs.at[i, col] = runs.at[cand, axis]
 
 
+def _pretrain_steps(runs: pd.DataFrame) -> None:
+    """``pretrain_steps``: the optimizer steps of the pretraining run a row's backbone came from (its own for a
+    pretraining run, its parent's for a fine-tune or linear eval, its teacher's for a distillation, 0 for a
+    supervised baseline); NaN when that run is not among the collected ones."""
+    by_name: dict[str, list[int]] = {}
+    for i, name in zip(runs.index, runs["run"]):
+        by_name.setdefault(str(name), []).append(i)
+
+    def parent_of(i: Any) -> Any:
+        name = runs.at[i, "parent"]
+        cands = by_name.get(str(name), []) if isinstance(name, str) else []
+        if len(cands) > 1:  # the same name in several sweeps: the one in the same sweep folder
+            here = Path(str(runs.at[i, "path"])).parent.parent
+            cands = [j for j in cands if Path(str(runs.at[j, "path"])).parent.parent == here] or cands
+        return cands[0] if cands else None
+
+    steps = []
+    for i in runs.index:
+        j, stage = i, runs.at[i, "stage"]
+        for _ in range(3):  # distill -> finetune -> pretrain at most
+            if runs.at[j, "stage"] != "pretrain" and runs.at[j, "stage"] != "supervised":
+                j = parent_of(j)
+                if j is None:
+                    break
+            else:
+                break
+        if stage == "supervised":
+            steps.append(0.0)
+        elif j is None or runs.at[j, "stage"] != "pretrain":
+            steps.append(math.nan)
+        else:
+            v = pd.to_numeric(runs.at[j, "step"], errors="coerce")
+            steps.append(float(v) if pd.notna(v) else math.nan)
+    runs["pretrain_steps"] = steps
+
+
 def _mark_usable(runs: pd.DataFrame, warnings: list[str]) -> None:
     """``usable``: done, with a config and stage, and the first of any duplicate (stage, config, seed)."""
     runs["duplicate_of"] = None
@@ -270,9 +312,11 @@ def collect(roots: str | Path | Sequence[str | Path], *, workers: int = 1, max_c
         if col not in runs:
             runs[col] = None if col in ("reason", "stage", "sweep", "point", "config_id", "device",
                                         "teacher_run", "teacher_ref", "parent", "path", "run",
-                                        "top1_source", "top5_source") else math.nan
+                                        "top1_source", "top5_source", "convergence_note") else (
+                                        "unknown" if col == "converged" else math.nan)
     runs["has_config"] = runs["has_config"].fillna(False).astype(bool)
     _resolve_teachers(runs, warnings)
+    _pretrain_steps(runs)
     _mark_usable(runs, warnings)
     _check_sweeps(runs, warnings)
     metric_cols = sorted(c for c in runs.columns if c not in BASE_COLUMNS)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.convergence import assess
 from analysis.metrics_file import MetricsRead, downsample, read_metrics
 
 __all__ = [
@@ -280,6 +281,24 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     for key, val in final.items():
         if isinstance(val, (int, float)) and not isinstance(val, bool):
             row[f"final:{key}"] = float(val)
+
+    # --- budget and convergence (docs/CONTRACTS.md "Convergence") -----------------------------
+    raw_train = cfg.get("train")
+    train_cfg: dict[str, Any] = raw_train if isinstance(raw_train, dict) else {}
+    batch, epochs, cap = train_cfg.get("batch_size"), train_cfg.get("epochs"), train_cfg.get("max_steps") or 0
+    row["batch_size"] = batch if isinstance(batch, int) and not isinstance(batch, bool) else math.nan
+    step, total = row["step"], row["total_steps"]
+    seen = step * row["batch_size"] if isinstance(step, (int, float)) else math.nan
+    row["images_seen"] = seen
+    # Epochs run: the configured epochs scaled by the steps done; unknown when train.max_steps cut the run.
+    row["epochs_done"] = math.nan
+    if isinstance(epochs, (int, float)) and isinstance(total, (int, float)) and total > 0 and not (cap and total >= cap):
+        row["epochs_done"] = float(epochs) * step / total
+    # Images with labels that the optimiser saw (distillation learns from the teacher, pretraining from none).
+    row["labelled_images_seen"] = seen if stage in ("finetune", "supervised", "linear_eval") else (
+        0.0 if stage in ("pretrain", "distill") else math.nan)
+    conv = assess(stage, row["state"], metrics.series, cfg, row["total_steps"])
+    row["converged"], row["convergence_note"] = conv.label, conv.note
 
     # --- the headline numbers: test top-1/top-5 (percent) ------------------------------------
     for metric in ("top1", "top5"):

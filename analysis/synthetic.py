@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ def write_run(
     truncate_last_line: bool = False,
     extra_config: dict[str, Any] | None = None,
     style: str = "contract",
+    curves: Mapping[str, Callable[[float], float]] | None = None,
+    parent: str | None = None,
 ) -> Path:
     """Write one run folder under ``root/runs/<stage>/`` and return its path.
 
@@ -86,7 +89,10 @@ def write_run(
     ``final["test/top1"]``/``["test/top5"]`` (omit to leave it out: the "missing metric" case);
     ``final`` adds more entries. ``metric_lines``: how many metrics.jsonl lines (spread round-robin
     over the stage's series, see ``_STAGE_SERIES``). ``teacher``: the teacher's run folder (path or
-    name) for distill runs. ``config_format``: ``json``, ``yaml`` or ``both``.
+    name) for distill runs. ``config_format``: ``json``, ``yaml`` or ``both``. ``curves``: series chosen by
+    the caller, ``{"train/loss": f, ...}`` with ``f`` of the run's progress ``t`` in [0, 1]; each replaces the
+    stage's default curve of that name (or is added) and takes the same share of the ``metric_lines``.
+    ``parent``: the run folder it started from (config ``parent``: a fine-tune's pretraining run).
     """
     if stage not in _STAGE_SERIES:
         raise ValueError(f"stage {stage!r} is not one of {sorted(_STAGE_SERIES)}")
@@ -104,7 +110,7 @@ def write_run(
             point += f"-t{teacher_model['depth']}w{teacher_model['width']:g}"
     config: dict[str, Any] = {"stage": stage, "seed": seed, "sweep": sweep, "point": point, "model": model}
     if style == "contract":
-        config.update(ft_proj_selector=ft_proj_selector, label_fraction=label_fraction, parent=None,
+        config.update(ft_proj_selector=ft_proj_selector, label_fraction=label_fraction, parent=parent,
                       teacher=({"run": teacher, "model": teacher_model} if teacher is not None else None))
     else:
         config.update(parent=teacher, finetune={"ft_proj_selector": 1 if ft_proj_selector is None else ft_proj_selector,
@@ -124,7 +130,9 @@ def write_run(
 
     finished = state in ("done", "failed")
     last_step = total_steps if state == "done" else total_steps // 2
-    series = _STAGE_SERIES[stage]
+    chosen = dict(curves or {})
+    added = [(n.split("/", 1)[0], n.split("/", 1)[1]) for n in chosen]
+    series = _STAGE_SERIES[stage] + tuple(x for x in added if x not in _STAGE_SERIES[stage])
     acc_final = top1 if top1 is not None else 50.0
     lines: list[str] = []
     t0 = 1.7e9
@@ -133,7 +141,9 @@ def write_run(
     for i in range(metric_lines):
         split, name = series[i % k]
         step = (i // k) * last_step // n_steps
-        value = _metric_value(name, step, total_steps, seed, acc_final)
+        f = chosen.get(f"{split}/{name}")
+        value = f(step / max(total_steps, 1)) if f is not None else _metric_value(name, step, total_steps, seed,
+                                                                                  acc_final)
         lines.append(f'{{"step": {step}, "epoch": {step * 10 // max(total_steps, 1)}, "stage": "{stage}", '
                      f'"split": "{split}", "name": "{name}", "value": {float(value)!r}, "time": {t0 + i}}}\n')
     text = "".join(lines)

@@ -417,3 +417,14 @@ def test_a_student_started_from_the_pretraining_run_can_teach_the_next_round(
     second = cfg_for("distill", tmp_path, tiny_root, "r2", "train.max_steps=2", parent=Path(first.run_dir))
     status = run_stage(second)
     assert status["state"] == "done", status
+
+
+def test_the_report_flags_a_short_run_as_not_converged(chain: dict[str, Path]) -> None:
+    """Real curves (issue 16): the chain's supervised run (4 epochs on 300 labelled images, crop + flip) ends far
+    below fitting its images, as `make demo`'s 1% baselines did before they were sized to converge."""
+    from analysis.runfolder import read_run
+
+    row = read_run(chain["supervised"]).row
+    assert row["converged"] == "false", row["convergence_note"]
+    assert row["convergence_note"].startswith("train top-1 ")
+    assert row["labelled_images_seen"] == row["step"] * 32 and row["epochs_done"] == 4.0
