@@ -140,13 +140,22 @@ def gain_vs_params(gain_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     for f in fractions:
         sub = best[np.isclose(best["label_fraction"], f)].sort_values("params")
         ax.plot(sub["params"], sub["gain"], marker="o", color=colors[f], label=f"{fraction_label(f)} labels")
+        bad = sub[sub["flagged"].astype(bool)] if "flagged" in sub else sub.iloc[:0]
+        # A flagged gain (a side not converged, budgets unequal, one seed) is drawn grey and hatched: not a result.
+        if not bad.empty:
+            ax.scatter(bad["params"], bad["gain"], s=140, marker="o", facecolors="0.85", edgecolors="0.4",
+                       hatch="////", zorder=3)
+    if "flagged" in best and best["flagged"].astype(bool).any():
+        ax.scatter([], [], s=140, marker="o", facecolors="0.85", edgecolors="0.4", hatch="////",
+                   label="⚑ flagged: not a result")
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("fine-tuned − supervised top-1 (points)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    return fig, "Gain of the best fine-tuned head configuration per model over the supervised model of the same backbone."
+    return fig, ("Gain of the best fine-tuned head configuration per model over the supervised model of the same "
+                 "backbone. Grey hatched points are flagged (see the comparisons table): not results.")
 
 
 def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
@@ -209,13 +218,21 @@ def distillation(distill_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     for i, (col, std, name) in enumerate((("supervised mean", "supervised std", "supervised (student size)"),
                                           ("teacher_mean", "teacher_std", "teacher"),
                                           ("student mean", "student std", "distilled student"))):
-        ax.bar(x + (i - 1) * 0.27, frame[col].fillna(0), 0.27, yerr=frame[std].fillna(0), capsize=3, label=name)
+        bars = ax.bar(x + (i - 1) * 0.27, frame[col].fillna(0), 0.27, yerr=frame[std].fillna(0), capsize=3,
+                      label=name)
+        if col == "student mean" and "flagged" in frame:
+            for bar, flagged in zip(bars, frame["flagged"].astype(bool)):
+                if flagged:  # student - teacher flagged (not converged, one seed): greyed and hatched
+                    bar.set_facecolor("0.8")
+                    bar.set_hatch("////")
+                    bar.set_edgecolor("0.35")
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_xlim(-0.7, len(frame) - 0.3)
     ax.set_ylabel("test top-1 (%)")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=3)
     ax.grid(True, axis="y", alpha=0.3)
-    caption = "Student ← teacher, label fraction. A missing bar (height 0) = no matching run."
+    caption = ("Student ← teacher, label fraction. A missing bar (height 0) = no matching run. A grey hatched student "
+               "bar: its comparison with the teacher is flagged (see the comparisons table).")
     if len(distill_numeric) > 12:
         caption += f" First 12 of {len(distill_numeric)} groups shown."
     return fig, caption

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.baselines import PixelKnn, pixel_knn_for_runs
 from analysis.collect import Collection, collect
+from analysis.compare import Comparison, comparisons
 from analysis.groups import check_groups, group_runs
 from analysis.pages import Section, render_html, render_markdown
 from analysis.plots import FigureFile, all_figures
@@ -104,12 +106,20 @@ def build_report(roots: str | Path | Sequence[str | Path], out: str | Path | Non
 
     groups = group_runs(runs)
     warnings += check_groups(runs)
+    comps: list[Comparison] = []
+    pixel: dict[str, PixelKnn] = {}
+    try:
+        comps = comparisons(runs)
+        pre = runs[runs["usable"].astype(bool) & (runs["stage"] == "pretrain")] if not runs.empty else runs
+        pixel = pixel_knn_for_runs(pre["path"]) if not pre.empty else {}
+    except Exception as err:  # keep going: the runs table and the plots still come
+        warnings.append(f"comparisons: failed ({type(err).__name__}: {err}); {traceback.format_exc(limit=2)}")
     groups.to_csv(out_dir / "groups.csv", index=False)
     files.append(out_dir / "groups.csv")
 
     tables: list[Table] = []
     try:
-        tables = [t for t in all_tables(runs, groups) if not t.empty]
+        tables = [t for t in all_tables(runs, groups, comps, pixel) if not t.empty]
     except Exception as err:  # keep going: a table bug must not cost the runs table and the plots
         warnings.append(f"tables: failed ({type(err).__name__}: {err}); {traceback.format_exc(limit=2)}")
     for t in tables:
@@ -125,7 +135,7 @@ def build_report(roots: str | Path | Sequence[str | Path], out: str | Path | Non
     except Exception as err:
         warnings.append(f"figures: failed ({type(err).__name__}: {err}); {traceback.format_exc(limit=2)}")
     files += [p for f in figures for p in (f.png, f.svg)]
-    summary = summarize(runs)
+    summary = summarize(runs, pixel=pixel, comps=comps)
 
     n_done = int((runs["state"] == "done").sum()) if not runs.empty else 0
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")

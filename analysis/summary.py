@@ -1,118 +1,166 @@
-"""A few plain sentences with the sweep's headline comparisons (printed by the demo and in the report).
+"""A few plain lines with the sweep's headline comparisons (printed by the demo and in the report).
 
-The five comparisons SimCLRv2 draws, each one line, in this order, or a line saying why it cannot
-be made from these runs:
+The first line is the headline: the first comparison that holds (``analysis.compare``: both sides converged,
+equal budgets where they should be, two seeds or more), or one plain line saying that none does and why. Then
+the five comparisons SimCLRv2 draws, one line each, in this order, each with its paired interval, both sides'
+budgets and its flags (``⚑ FLAGGED: ...``), or a line saying why it cannot be made from these runs:
 
 1. the best fine-tuned top-1 at the smallest label fraction vs the supervised baseline;
 2. the semi-supervised gain at each label fraction (the paper: largest with the fewest labels);
 3. fine-tuning from head layer 1 vs layer 0 (section 4.2: from the middle of the head is better);
 4. distillation: student vs its teacher and vs a supervised model of the student's size;
-5. model size: top-1 against parameter count across the widths/depths of the sweep.
+5. model size: the fine-tuned top-1 of the other models against the smallest one.
 
-A sixth line counts the runs left out of the numbers, only when there are some.
+Then the pretraining kNN against the same kNN on raw pixels (``analysis.baselines``), and a line counting the
+runs left out of the numbers, only when there are some.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
-from analysis.groups import BACKBONE, HEAD, group_runs
-from analysis.labels import fraction_label, gain_label, head_label, mean_std_label, model_label, params_label
-from analysis.tables import distill_table, gain_table
+from analysis.baselines import PixelKnn, pixel_knn_for_runs
+from analysis.compare import FLAG_MARK, Comparison, comparisons
+from analysis.groups import metric_series
+from analysis.labels import fraction_label, model_label
 
-__all__ = ["summarize"]
-
-
-def _model(row: pd.Series) -> str:
-    return model_label(row["depth"], row["width"], row["sk_ratio"])
+__all__ = ["summarize", "headline", "pixel_line"]
 
 
-def _stat(row: pd.Series) -> str:
-    """``62.75 ± 0.35 (n=2)``."""
-    text = mean_std_label(row["mean"], row["std"], row["n"])
-    return text.rsplit(" (", 1)[0] + f" (n={int(row['n'])})" if text != "—" else text
+def _smallest_fraction(comps: list[Comparison]) -> list[Comparison]:
+    if not comps:
+        return comps
+    f = min(float(c.keys["label_fraction"]) for c in comps)
+    return [c for c in comps if np.isclose(float(c.keys["label_fraction"]), f)]
 
 
-def _best_finetune(groups: pd.DataFrame) -> str:
-    ft = groups[(groups["stage"] == "finetune") & groups["mean"].notna() & groups["label_fraction"].notna()]
-    if ft.empty:
-        return "Best fine-tune top-1: n/a (no finished fine-tuned runs with a label fraction)"
-    f = ft["label_fraction"].min()
-    at = ft[np.isclose(ft["label_fraction"], f)]
-    best = at.loc[at["mean"].idxmax()]
-    stat, n = _stat(best).rsplit(" (", 1)
-    line = (f"Best {fraction_label(f)} fine-tune top-1: {stat} "
-            f"({_model(best)}, {head_label(best['num_proj_layers'], best['ft_proj_selector'])}; {n}")
-    sup = groups[(groups["stage"] == "supervised") & groups["label_fraction"].notna()]
-    sup = sup[np.isclose(sup["label_fraction"], f)]
-    for k in BACKBONE:
-        sup = sup[(sup[k] == best[k]) | (sup[k].isna() & pd.isna(best[k]))]
-    if sup.empty or sup["mean"].isna().all():
-        return line + " vs supervised: n/a (no supervised run of that model and fraction)"
-    s = sup.iloc[0]
-    return line + f" vs supervised {_stat(s)}: {gain_label(best['mean'] - s['mean'])} points"
+def _best(comps: list[Comparison]) -> Comparison:
+    """The comparison whose first side scores highest (the best fine-tuned group), holding ones first."""
+    return max(comps, key=lambda c: (c.holds, c.diff.a_mean if c.diff.n else -np.inf))
 
 
-def _gain_by_fraction(groups: pd.DataFrame) -> str:
-    numeric = gain_table(groups).numeric
-    if numeric.empty or numeric["gain"].isna().all():
+def headline(comps: list[Comparison]) -> str:
+    """The first comparison that holds, or one plain line saying that none does and why."""
+    holding = [c for c in comps if c.holds]
+    if holding:
+        return "Headline (holds: converged, equal budgets, several seeds): " + _best(holding).line()
+    if not comps:
+        return "Headline: none (no two groups of finished runs to compare)"
+    why: Counter[str] = Counter()
+    for c in comps:
+        kinds = {("a side not converged" if "not converged" in f else
+                  "convergence unknown" if "convergence unknown" in f else
+                  "unequal budgets" if f.startswith("budgets differ") else "one seed")
+                 for f in c.flags}
+        why.update(kinds)
+    parts = ", ".join(f"{n} with {w}" for w, n in why.most_common())
+    return (f"Headline: none of the {len(comps)} comparisons holds ({parts}); every number below is flagged "
+            f"{FLAG_MARK} and is not a result")
+
+
+def _finetune_line(comps: list[Comparison]) -> str:
+    mine = _smallest_fraction([c for c in comps if c.kind == "finetune_vs_supervised"])
+    if not mine:
+        return "Fine-tuned vs supervised: n/a (needs fine-tuned and supervised runs of the same model and fraction)"
+    return "Best " + _best(mine).line()
+
+
+def _gain_line(comps: list[Comparison]) -> str:
+    mine = [c for c in comps if c.kind == "finetune_vs_supervised" and c.diff.n]
+    if not mine:
         return "Semi-supervised gain: n/a (needs fine-tuned and supervised runs of the same model and fraction)"
-    per = numeric.dropna(subset=["gain"]).groupby("label_fraction")["gain"].agg(["mean", "size"])
-    parts = ", ".join(f"{gain_label(r['mean'])} at {fraction_label(f)}" for f, r in per.iterrows())
-    line = f"Semi-supervised gain over supervised: {parts} (mean over {int(per['size'].sum())} matched groups)"
-    if len(per) >= 2:
-        lo, hi = per.index[0], per.index[1]
-        larger = per.loc[lo, "mean"] > per.loc[hi, "mean"]
-        line += (f"; larger at {fraction_label(lo)} than at {fraction_label(hi)}, as SimCLRv2 reports" if larger else
-                 f"; NOT larger at {fraction_label(lo)} than at {fraction_label(hi)} (SimCLRv2 expects it to be)")
+    per: dict[float, Comparison] = {}
+    for c in mine:
+        f = float(c.keys["label_fraction"])
+        if f not in per or (c.holds, c.diff.a_mean) > (per[f].holds, per[f].diff.a_mean):
+            per[f] = c
+    parts = [f"{c.diff.label()} at {fraction_label(f)}{' ' + FLAG_MARK if c.flags else ''}"
+             for f, c in sorted(per.items())]
+    line = "Semi-supervised gain over supervised (best fine-tuned group per fraction): " + ", ".join(parts)
+    fs = sorted(per)
+    if len(fs) >= 2:
+        lo, hi = per[fs[0]], per[fs[1]]
+        larger = lo.diff.mean > hi.diff.mean
+        held = lo.holds and hi.holds
+        line += ("; larger at " if larger else "; NOT larger at ") + (
+            f"{fraction_label(fs[0])} than at {fraction_label(fs[1])}"
+            + (", as SimCLRv2 reports" if larger else " (SimCLRv2 expects it to be)"))
+        if not held:
+            line += f" — {FLAG_MARK} flagged comparisons, not a result"
     return line
 
 
-def _head_layer(groups: pd.DataFrame) -> str:
-    ft = groups[(groups["stage"] == "finetune") & groups["mean"].notna()]
-    keys = list(BACKBONE) + list(HEAD) + ["label_fraction"]
-    one = ft[ft["ft_proj_selector"] == 1][keys + ["mean"]]
-    zero = ft[ft["ft_proj_selector"] == 0][keys + ["mean"]]
-    pairs = one.merge(zero, on=keys, suffixes=("_1", "_0"))
-    if pairs.empty:
-        return "Fine-tune from head layer 1 vs 0: n/a (no fine-tuned pairs differing only in ft_proj_selector)"
-    pairs["diff"] = pairs["mean_1"] - pairs["mean_0"]
-    per = pairs.groupby("label_fraction")["diff"].mean()
-    detail = ", ".join(f"{fraction_label(f)}: {gain_label(d)}" for f, d in per.items())
-    return (f"Fine-tune from head layer 1 vs 0: {gain_label(pairs['diff'].mean())} points top-1 "
-            f"(mean over {len(pairs)} matched groups; {detail})")
+def _lines_of(comps: list[Comparison], kind: str, empty: str) -> str:
+    mine = [c for c in comps if c.kind == kind]
+    if not mine:
+        return empty
+    return " | ".join(c.line() for c in mine)
 
 
-def _distillation(groups: pd.DataFrame) -> str:
-    numeric = distill_table(groups).numeric
-    if numeric.empty or numeric["student mean"].isna().all():
+def _distill_line(comps: list[Comparison]) -> str:
+    mine = [c for c in comps if c.kind in ("distill_vs_teacher", "distill_vs_supervised")]
+    if not mine:
         return "Distillation: n/a (no finished distillation runs)"
-    if len(numeric) == 1:
-        r = numeric.iloc[0]
-        sup = ("n/a" if pd.isna(r["supervised mean"]) else
-               f"{r['supervised mean']:.2f} ({gain_label(r['gain vs supervised'])})")
-        teacher = "n/a" if pd.isna(r["teacher_mean"]) else f"{r['teacher_mean']:.2f} ({gain_label(r['gain vs teacher'])})"
-        return (f"Distillation at {fraction_label(r['label_fraction'])}: student "
-                f"{model_label(r['depth'], r['width'], r['sk_ratio'])} {r['student mean']:.2f} vs teacher "
-                f"{model_label(r['teacher_depth'], r['teacher_width'], r['teacher_sk_ratio'])} {teacher} "
-                f"and vs supervised {sup}")
-    return (f"Distillation ({len(numeric)} groups): student − teacher {gain_label(numeric['gain vs teacher'].mean())}, "
-            f"student − supervised {gain_label(numeric['gain vs supervised'].mean())} points on average")
+    return "Distillation: " + " | ".join(c.line() for c in mine)
 
 
-def _model_size(groups: pd.DataFrame) -> str:
-    for stage, what in (("finetune", "fine-tune"), ("supervised", "supervised"), ("linear_eval", "linear eval")):
-        frame = groups[(groups["stage"] == stage) & groups["mean"].notna() & groups["label_fraction"].notna()]
-        if frame.empty:
+def pixel_line(runs: pd.DataFrame, pixel: Mapping[str, PixelKnn]) -> str:
+    """The pretraining kNN of each pretrained model beside the same kNN on raw pixels."""
+    use = runs[runs["usable"].astype(bool) & (runs["stage"] == "pretrain")] if not runs.empty else runs
+    if use.empty:
+        return "Pretraining kNN vs raw pixels: n/a (no finished pretraining runs)"
+    knn = metric_series(use, "knn_top1")
+    parts, below = [], 0
+    base = [t for p in pixel.values() if (t := p.top1) is not None]
+    for (d, w, s), g in use.assign(knn=knn).groupby(["depth", "width", "sk_ratio"], dropna=False, sort=True):
+        vals = g["knn"].dropna()
+        if vals.empty:
             continue
-        f = frame["label_fraction"].min()
-        at = frame[np.isclose(frame["label_fraction"], f)].sort_values("mean", ascending=False)
-        best = at.drop_duplicates(list(BACKBONE)).sort_values(["params", "depth", "width"])
-        parts = [f"{_model(r)} ({params_label(r['params'])}) {r['mean']:.2f}" for _, r in best.head(6).iterrows()]
-        more = f", and {len(best) - 6} more" if len(best) > 6 else ""
-        return f"Model size at {fraction_label(f)} {what} top-1: " + ", ".join(parts) + more
-    return "Model size: n/a (no finished classifier runs)"
+        pix = [t for p in g["path"] if p in pixel and (t := pixel[p].top1) is not None]
+        mean = float(vals.mean())
+        text = f"{model_label(d, w, s)} {mean:.2f}"
+        if pix:
+            below += mean < float(np.mean(pix))
+        parts.append(text)
+    if not parts:
+        return "Pretraining kNN vs raw pixels: n/a (no pretraining run logged a kNN top-1)"
+    if not base:
+        why = next((p.why_missing for p in pixel.values() if p.why_missing), "no pretraining config")
+        return f"Pretraining kNN top-1: {', '.join(parts)}; raw-pixel baseline n/a ({why})"
+    line = (f"Pretraining kNN top-1: {', '.join(parts)} vs {float(np.mean(base)):.2f} on raw pixels "
+            "(the same kNN, memory bank and test set)")
+    if below:
+        line += f"; {below} model(s) below pixels: their features are worse than the raw images"
+    return line
+
+
+def summarize(df: pd.DataFrame, pixel: Mapping[str, PixelKnn] | None = None,
+              comps: list[Comparison] | None = None) -> list[str]:
+    """The headline, the five comparison lines, the pixel-kNN line (see the module docstring), from a runs table
+    made by ``analysis.collect.collect(...).runs``; a last line when some runs are not in the numbers.
+    ``pixel``: the pixel-kNN baselines by pretraining run path (default: computed or read from the cache)."""
+    if df.empty:
+        return ["No runs found."]
+    comps = comparisons(df) if comps is None else comps
+    if pixel is None:
+        pre = df[df["usable"].astype(bool) & (df["stage"] == "pretrain")]
+        pixel = pixel_knn_for_runs(pre["path"]) if not pre.empty else {}
+    lines = [
+        headline(comps),
+        _finetune_line(comps),
+        _gain_line(comps),
+        _lines_of(comps, "head_layer", "Fine-tune from head layer 1 vs 0: n/a (no fine-tuned pairs differing only "
+                                       "in ft_proj_selector)"),
+        _distill_line(comps),
+        _lines_of(comps, "across_models", "Model size: n/a (no fine-tuned groups differing only in the model)"),
+        pixel_line(df, pixel),
+    ]
+    left = _left_out(df)
+    return lines + ([left] if left else [])
 
 
 def _left_out(runs: pd.DataFrame) -> str | None:
@@ -127,15 +175,3 @@ def _left_out(runs: pd.DataFrame) -> str | None:
     if dup:
         parts.append(f"{dup} duplicate(s)")
     return f"Not in these numbers: {len(out)} run(s) ({', '.join(parts)}); see the report"
-
-
-def summarize(df: pd.DataFrame) -> list[str]:
-    """Five one-line headline comparisons (see the module docstring) from a runs table made by
-    ``analysis.collect.collect(...).runs``; a sixth line when some runs are not in the numbers."""
-    if df.empty:
-        return ["No runs found."]
-    groups = group_runs(df)
-    lines = [_best_finetune(groups), _gain_by_fraction(groups), _head_layer(groups), _distillation(groups),
-             _model_size(groups)]
-    left = _left_out(df)
-    return lines + ([left] if left else [])

@@ -9,7 +9,10 @@
   Figure 5; ``ft_proj_selector`` in the official code's ``ProjectionHead``).
 - ``fraction_table``: every classifier group's top-1 across label fractions (the label-fraction curves).
 - ``distill_table``: student vs its teacher and vs a supervised model of the student's size (Table 3).
-- ``pretrain_table``: contrastive accuracy, online linear probe and kNN accuracy of pretraining.
+- ``comparison_table``: every comparison of ``analysis.compare`` with both sides' budgets, the paired
+  interval, its flags (marker column ``⚑``) and the paper's figure for the same comparison.
+- ``pretrain_table``: contrastive accuracy, online linear probe and kNN accuracy of pretraining, beside the
+  same kNN on raw pixels (``analysis.baselines``).
 - ``status_table`` / ``problems_table``: how many runs of each stage are done, running or failed,
   their cost, and every run left out of the numbers with the reason.
 
@@ -19,14 +22,17 @@ Each builder returns a :class:`analysis.table_render.Table` (``numeric`` for CSV
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from analysis.baselines import PixelKnn
+from analysis.compare import FLAG_MARK, Comparison
 from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, distinct_labels, group_runs
 from analysis.labels import (fraction_label, ft_label, gain_label, head_label, is_missing, mean_std_label,
                              model_label, num_label, params_label)
+from analysis.paper import PAPER_COLUMN, paper_direction, paper_row
 from analysis.runfolder import STAGES
 from analysis.table_render import Table
 
@@ -36,6 +42,7 @@ __all__ = [
     "head_table",
     "fraction_table",
     "distill_table",
+    "comparison_table",
     "pretrain_table",
     "status_table",
     "problems_table",
@@ -80,6 +87,31 @@ def _display_stats(numeric: pd.DataFrame, prefix: str) -> list[str]:
 
 def _varies(frame: pd.DataFrame, col: str) -> bool:
     return bool(frame[col].nunique(dropna=False) > 1)
+
+
+def _by_keys(comps: Sequence[Comparison] | None, kind: str, keys: Sequence[str]) -> dict[tuple[float, ...], Comparison]:
+    """The comparisons of ``kind`` by their values of ``keys`` (floats; NaN as -1 so that it matches)."""
+    out = {}
+    for c in comps or ():
+        if c.kind == kind:
+            out[tuple(_key_value(c.keys.get(k)) for k in keys)] = c
+    return out
+
+
+def _key_value(v: object) -> float:
+    return -1.0 if is_missing(v) else float(v)  # type: ignore[arg-type]
+
+
+def _lookup(index: dict[tuple[float, ...], Comparison], frame: pd.DataFrame, keys: Sequence[str]) -> list[Comparison | None]:
+    return [index.get(tuple(_key_value(r[k]) for k in keys)) for _, r in frame.iterrows()]
+
+
+def _flag_columns(numeric: pd.DataFrame, display: pd.DataFrame, found: list[Comparison | None]) -> None:
+    """The marker column (first) and the flags, in place; ``numeric`` gets ``flagged`` and ``flags``."""
+    numeric["flagged"] = [c is None or bool(c.flags) for c in found]
+    numeric["flags"] = ["no comparison" if c is None else "; ".join(c.flags) for c in found]
+    display.insert(0, FLAG_MARK, [FLAG_MARK if f else "" for f in numeric["flagged"]])
+    display["Flags"] = ["" if c is None else "; ".join(c.flags) for c in found]
 
 
 def ablation_table(groups: pd.DataFrame) -> Table:
@@ -129,13 +161,17 @@ def ablation_table(groups: pd.DataFrame) -> Table:
     display["Params"] = [params_label(x) for x in numeric["params"]]
     for prefix, header in blocks:
         display[header] = _display_stats(numeric, prefix)
+    display[PAPER_COLUMN] = [paper_row(d, w, s) for d, w, s in
+                             zip(numeric["depth"], numeric["width"], numeric["sk_ratio"])]
     caption = ("Test top-1 (%), mean ± sample std over seeds, number of seeds in brackets. "
-               "Linear eval is matched on backbone and head (its best head layer), supervised on backbone only.")
+               "Linear eval is matched on backbone and head (its best head layer), supervised on backbone only. "
+               f"{PAPER_COLUMN}: SimCLRv2 Table 1 for the same architecture, or its nearest reported one.")
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
-def gain_table(groups: pd.DataFrame) -> Table:
-    """Fine-tuned minus supervised top-1 on the same backbone and label fraction, per fine-tuned group."""
+def gain_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = None) -> Table:
+    """Fine-tuned minus supervised top-1 on the same backbone and label fraction, per fine-tuned group; with
+    ``comps`` also the paired difference with its interval and flags (``analysis.compare``)."""
     name, title = "semi_supervised_gain", "Semi-supervised gain over the supervised baseline"
     ft, sup = _stage(groups, "finetune"), _stage(groups, "supervised")
     if ft.empty:
@@ -159,6 +195,10 @@ def gain_table(groups: pd.DataFrame) -> Table:
         "Supervised": _display_stats(numeric, "supervised"),
         "Gain": [gain_label(g) for g in numeric["gain"]],
     })
+    found = _lookup(_by_keys(comps, "finetune_vs_supervised", keys), numeric, keys)
+    display["Paired gain [95% CI]"] = ["—" if c is None else c.diff.label() for c in found]
+    display["Budgets"] = ["" if c is None else c.terms() for c in found]
+    _flag_columns(numeric, display, found)
     per_fraction = numeric.dropna(subset=["gain"]).groupby("label_fraction")["gain"].mean()
     mean_gains = ", ".join(f"{fraction_label(f)}: {gain_label(g)}" for f, g in per_fraction.items())
     caption = ("Gain = fine-tuned minus supervised test top-1 (percentage points), supervised matched on "
@@ -228,8 +268,9 @@ def fraction_table(groups: pd.DataFrame) -> Table:
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
-def distill_table(groups: pd.DataFrame) -> Table:
-    """Distilled student vs its teacher(s) and vs a supervised model of the student's backbone."""
+def distill_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = None) -> Table:
+    """Distilled student vs its teacher(s) and vs a supervised model of the student's backbone; with ``comps``
+    the paired student − teacher difference and its flags."""
     name, title = "distillation", "Distillation: student vs teacher and vs supervised"
     d, sup = _stage(groups, "distill"), _stage(groups, "supervised")
     if d.empty:
@@ -261,13 +302,47 @@ def distill_table(groups: pd.DataFrame) -> Table:
         "vs teacher": [gain_label(g) for g in numeric["gain vs teacher"]],
         "vs supervised": [gain_label(g) for g in numeric["gain vs supervised"]],
     })
+    found = _lookup(_by_keys(comps, "distill_vs_teacher", keys), numeric, keys)
+    display["vs teacher, paired [95% CI]"] = ["—" if c is None else c.diff.label() for c in found]
+    _flag_columns(numeric, display, found)
     caption = ("Test top-1 (%), mean ± std; teacher = the distinct teacher runs the students learned from; "
                "supervised = same backbone as the student, same label fraction.")
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
-def pretrain_table(runs: pd.DataFrame) -> Table:
-    """Pretraining monitors per model: contrastive accuracy, online probe top-1, kNN top-1."""
+def comparison_table(comps: Sequence[Comparison]) -> Table:
+    """Every comparison with its terms: the paired difference (95% t-interval, seeds), each side's mean and budget
+    (steps, epochs, labelled images, pretraining steps), the flags, and the paper's figure for it."""
+    name, title = "comparisons", "Comparisons and their terms"
+    if not comps:
+        return _empty(name, title, "No two groups of finished runs to compare.")
+    numeric = pd.DataFrame([{
+        "kind": c.kind, "comparison": c.what, "diff": c.diff.mean, "lo": c.diff.lo, "hi": c.diff.hi, "n": c.diff.n,
+        "a": c.a.label, "a_mean": c.diff.a_mean, "a_steps": c.a.steps, "a_epochs": c.a.epochs,
+        "a_labelled": c.a.labelled, "a_pretrain_steps": c.a.pretrain_steps, "a_converged": c.a.converged,
+        "b": c.b.label, "b_mean": c.diff.b_mean, "b_steps": c.b.steps, "b_epochs": c.b.epochs,
+        "b_labelled": c.b.labelled, "b_pretrain_steps": c.b.pretrain_steps, "b_converged": c.b.converged,
+        "holds": c.holds, "flags": "; ".join(c.flags)} for c in comps])
+    display = pd.DataFrame({
+        FLAG_MARK: [c.marker for c in comps],
+        "Comparison": [c.what for c in comps],
+        "Difference [95% CI]": [c.diff.label() for c in comps],
+        "Side A": [f"{c.a.label} {c.diff.a_mean:.2f}" for c in comps],
+        "A budget": [c.a.budget() for c in comps],
+        "Side B": [f"{c.b.label} {c.diff.b_mean:.2f}" for c in comps],
+        "B budget": [c.b.budget() for c in comps],
+        "Flags": ["; ".join(c.flags) for c in comps],
+        PAPER_COLUMN: [paper_direction(c.kind, c.keys) for c in comps],
+    })
+    caption = (f"Test top-1 difference A − B (points), paired by seed, 95% t-interval. {FLAG_MARK}: not a result — a "
+               "side not converged (docs/CONTRACTS.md \"Convergence\"), budgets that differ where they should not, "
+               "or one seed. The paper's column gives its direction for the same comparison on ImageNet.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
+def pretrain_table(runs: pd.DataFrame, pixel: Mapping[str, PixelKnn] | None = None) -> Table:
+    """Pretraining monitors per model: contrastive accuracy, online probe top-1, kNN top-1, and the same kNN on
+    raw pixels (``pixel``: by pretraining run path, ``analysis.baselines.pixel_knn_for_runs``)."""
     name, title = "pretraining", "Pretraining monitors"
     metrics = ("contrastive_acc", "probe_top1", "knn_top1")
     groups = group_runs(runs, values=metrics)
@@ -284,9 +359,18 @@ def pretrain_table(runs: pd.DataFrame) -> Table:
     for m, header in zip(metrics, ("Contrastive acc", "Probe top-1", "kNN top-1")):
         display[header] = [mean_std_label(a, b, c) for a, b, c in
                            zip(numeric[f"{m}_mean"], numeric[f"{m}_std"], numeric[f"{m}_n"])]
+    pix = []
+    for paths in pre["paths"].reset_index(drop=True):
+        vals = [t for p in str(paths).split(";") if pixel and p in pixel and (t := pixel[p].top1) is not None]
+        pix.append(float(np.mean(vals)) if vals else np.nan)
+    numeric["pixel_knn_top1"] = pix
+    why = next((p.why_missing for p in (pixel or {}).values() if p.why_missing), "not computed")
+    display["kNN on raw pixels"] = [num_label(x, 2) if not is_missing(x) else f"— ({why})" for x in pix]
+    display["kNN − pixels"] = [gain_label(k - x) for k, x in zip(numeric["knn_top1_mean"], pix)]
     display["GPU-hours"] = [num_label(x, 2) for x in numeric["gpu_hours"]]
     caption = ("Final value (status.json) where recorded, else the last logged value; mean ± std (seeds). "
-               "GPU-hours summed over seeds.")
+               "kNN on raw pixels: the same kNN, memory bank and test set with the flattened image as the "
+               "feature; features below it have learnt nothing a kNN can use. GPU-hours summed over seeds.")
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
@@ -348,8 +432,10 @@ def problems_table(runs: pd.DataFrame, max_rows: int = 200) -> Table:
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
-def all_tables(runs: pd.DataFrame, groups: pd.DataFrame | None = None) -> list[Table]:
+def all_tables(runs: pd.DataFrame, groups: pd.DataFrame | None = None, comps: Sequence[Comparison] | None = None,
+               pixel: Mapping[str, PixelKnn] | None = None) -> list[Table]:
     """Every table of the report, in report order (empty ones included; the report skips them)."""
     groups = group_runs(runs) if groups is None else groups
-    return [status_table(runs), problems_table(runs), ablation_table(groups), gain_table(groups),
-            head_table(groups), fraction_table(groups), distill_table(groups), pretrain_table(runs)]
+    return [status_table(runs), problems_table(runs), comparison_table(comps or []), ablation_table(groups),
+            gain_table(groups, comps), head_table(groups), fraction_table(groups), distill_table(groups, comps),
+            pretrain_table(runs, pixel)]

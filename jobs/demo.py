@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.summary import summarize
 
         print(f"[demo] report: {report}")
-        for line in summarize(collect(sweep_dir).runs)[:6]:  # the sweep folder: only its manifest's runs
+        for line in summarize(collect(sweep_dir).runs):  # the sweep folder: only its manifest's runs
             print(f"  - {line}")
     else:
         print(f"[demo] no report at {report}: see the report job's log under {sweep_dir}")

@@ -84,3 +84,26 @@ def test_head_ablation_lines_that_differ_in_the_stem_or_output_size_are_named_ap
     labels = sorted(line.get_label() for line in fig.axes[0].containers)
     assert labels == ["R18 1×, 3-layer head · CIFAR stem, out dim 128", "R18 1×, 3-layer head · CIFAR stem, out dim 64",
                       "R18 1×, 3-layer head · ImageNet stem, out dim 128"]
+
+
+def _hatched(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    ax = fig.axes[0]
+    return [a.get_hatch() for a in [*ax.collections, *ax.patches] if a.get_hatch()]
+
+
+def test_flagged_comparisons_are_drawn_hatched(known_sweep: Path, tmp_path: Path) -> None:
+    """Issue 16: a flagged gain or student is grey and hatched; an unflagged one is not."""
+    from analysis.compare import comparisons
+
+    runs = collect(known_sweep).runs
+    g = group_runs(runs)
+    comps = comparisons(runs)  # every comparison of the known sweep is flagged (too few points to judge)
+    fig, caption = gain_vs_params(gain_table(g, comps).numeric)  # type: ignore[misc]
+    assert _hatched(fig) and "hatched" in caption
+    from analysis.plots import distillation
+
+    fig, _ = distillation(distill_table(g, comps).numeric)  # type: ignore[misc]
+    assert _hatched(fig) == ["////"]
+    unflagged = gain_table(g, []).numeric.assign(flagged=False)
+    fig, _ = gain_vs_params(unflagged)  # type: ignore[misc]
+    assert _hatched(fig) == []

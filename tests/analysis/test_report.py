@@ -16,7 +16,7 @@ from analysis.synthetic import write_run
 
 FIGURES = ["top1_vs_params", "gain_vs_params", "head_ablation", "distillation", "curves_pretrain",
            "curves_finetune", "curves_distill", "curves_supervised", "curves_linear_eval"]
-TABLES = ["run_status", "runs_not_in_numbers", "table1_ablation", "semi_supervised_gain", "head_ablation",
+TABLES = ["run_status", "runs_not_in_numbers", "comparisons", "table1_ablation", "semi_supervised_gain", "head_ablation",
           "label_fraction_curves", "distillation", "pretraining"]
 
 
@@ -94,7 +94,10 @@ needs_chromium = pytest.mark.skipif(_chromium() is None,
 
 @needs_chromium
 def test_html_renders_in_headless_chromium(report: ReportResult, tmp_path: Path) -> None:
-    result, console = _render((report.out / "report.html").read_text(), tmp_path)
+    page = (report.out / "report.html").read_text()
+    # the known sweep's runs log too few points for the convergence rule: every comparison is flagged
+    assert "⚑ FLAGGED" in page and "<th>⚑</th>" in page
+    result, console = _render(page, tmp_path)
     assert result["errs"] == [] and console == []
     assert result["figures"] == len(FIGURES) and len(result["imgs"]) == len(FIGURES)
     assert all(complete and w > 0 and h > 0 for complete, w, h in result["imgs"]), result["imgs"]
@@ -115,7 +118,7 @@ def test_main_default_out_and_rerun(known_sweep: Path, tmp_path: Path, capsys: p
     shutil.copytree(known_sweep, sweep)
     assert main([str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert "Best 1% fine-tune top-1" in out and str(sweep / "report" / "report.html") in out
+    assert "Best 1% labels, R50 2× SK head 3, ft 1: fine-tuned − supervised" in out and str(sweep / "report" / "report.html") in out
     assert main([str(sweep)]) == 0  # the report folder itself is never read as runs
     assert len(pd.read_csv(sweep / "report" / "runs.csv")) == 24
 
