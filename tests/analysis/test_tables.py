@@ -98,6 +98,36 @@ def test_pretrain_table(runs: pd.DataFrame) -> None:
     t = pretrain_table(runs)
     assert t.numeric["knn_top1_mean"].tolist() == [31.0] and t.numeric["knn_top1_n"].tolist() == [2]
     assert t.display["kNN top-1"].tolist() == ["31.00 ± 1.41 (2)"]
+    assert t.display["kNN on raw pixels"].tolist() == ["— (not computed)"]
+
+
+def test_pretrain_table_beside_pixels(runs: pd.DataFrame) -> None:
+    from analysis.baselines import PixelKnn
+
+    paths = runs.loc[runs["stage"] == "pretrain", "path"]
+    pixel = {p: PixelKnn(40.0, None, "/d", 32, 100, 100, 200, True) for p in paths}
+    t = pretrain_table(runs, pixel)
+    assert t.numeric["pixel_knn_top1"].tolist() == [40.0]
+    assert t.display[["kNN on raw pixels", "kNN − pixels"]].iloc[0].tolist() == ["40.00", "-9.00"]
+
+
+def test_comparison_table_and_flag_columns(runs: pd.DataFrame, groups: pd.DataFrame) -> None:
+    from analysis.compare import comparisons
+    from analysis.tables import comparison_table
+
+    comps = comparisons(runs)
+    t = comparison_table(comps)
+    assert list(t.display.columns) == ["⚑", "Comparison", "Difference [95% CI]", "Side A", "A budget", "Side B",
+                                       "B budget", "Flags", "SimCLRv2 paper (ImageNet top-1)"]
+    first = t.display.iloc[0]
+    assert first["⚑"] == "⚑" and first["Comparison"] == "1% labels, R18 1× head 3, ft 0: fine-tuned − supervised"
+    assert first["Difference [95% CI]"] == "+18.00 [+18.00, +18.00] (n=2 seeds)"
+    assert first["SimCLRv2 paper (ImageNet top-1)"].startswith("R50 1× at 1%: fine-tuned 57.9 vs supervised 25.4 "
+                                                                "(+32.5)")
+    assert not t.numeric["holds"].any()
+    g = gain_table(groups, comps)
+    assert g.display.columns[0] == "⚑" and g.numeric["flagged"].all()
+    assert g.display["Paired gain [95% CI]"].iloc[0] == "+18.00 [+18.00, +18.00] (n=2 seeds)"
 
 
 def test_status_and_problem_tables(runs: pd.DataFrame) -> None:
