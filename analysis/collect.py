@@ -18,7 +18,8 @@ Columns of ``Collection.runs`` (one row per run folder):
 - progress and cost: ``step``, ``total_steps``, ``progress``, ``epoch``, ``restarts``,
   ``wall_time_s``, ``world_size``, ``device``, ``device_hours``, ``gpu_hours``, ``params``,
   ``n_ckpts``, ``last_ckpt_step``, ``n_metric_lines``
-- budget and convergence (docs/CONTRACTS.md "Convergence"): ``batch_size``, ``epochs_done``, ``images_seen``,
+- budget and convergence (docs/CONTRACTS.md "Convergence"): ``batch_size``, ``epochs_done``,
+  ``cut_by_max_steps`` (``train.max_steps`` ended the run), ``images_seen``,
   ``labelled_images_seen``, ``pretrain_steps`` (of the pretraining run the backbone came from), ``converged``
   (``true`` / ``false`` / ``unknown``), ``convergence_note``
 - results: ``top1``, ``top5`` (test, percent) and ``top1_source`` (``final`` or ``metrics``);
@@ -52,7 +53,7 @@ BASE_COLUMNS: tuple[str, ...] = (
     "teacher_label_fraction", "teacher_state", "teacher_top1",
     "top1", "top5", "top1_source", "top5_source", "params", "step", "total_steps", "progress", "epoch", "restarts",
     "wall_time_s", "world_size", "device", "device_hours", "gpu_hours",
-    "batch_size", "epochs_done", "images_seen", "labelled_images_seen", "pretrain_steps", "converged",
+    "batch_size", "epochs_done", "cut_by_max_steps", "images_seen", "labelled_images_seen", "pretrain_steps", "converged",
     "convergence_note",
     "n_ckpts", "last_ckpt_step", "n_metric_lines", "has_config", "duplicate_of", "parent",
     "teacher_ref", "teacher_path", "path",

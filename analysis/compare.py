@@ -9,7 +9,8 @@ t-interval (:func:`analysis.stats.paired_difference`). It is **flagged**, and ne
 - the two sides' budgets differ where the comparison means them to be equal: pretraining steps of the backbones
   (across models, between head layers), or labelled optimizer steps / images seen (fine-tuned vs supervised,
   across models, between head layers), by more than ``BUDGET_TOLERANCE``;
-- it rests on one seed (no interval).
+- it rests on one seed (no interval);
+- a distilled student was stopped by ``train.max_steps`` within its first epoch of the unlabelled images.
 
 Every side states its budget: optimizer steps, epochs, labelled images seen, and the pretraining steps of the
 backbone it came from (``runs`` columns ``step``, ``epochs_done``, ``labelled_images_seen``, ``pretrain_steps``).
@@ -160,9 +161,10 @@ def _flags(a: Side, b: Side, diff: Paired, budgets: Sequence[str]) -> tuple[str,
     return tuple(out)
 
 
-def _compare(kind: str, what: str, a: Side, b: Side, budgets: Sequence[str], keys: dict[str, Any]) -> Comparison:
+def _compare(kind: str, what: str, a: Side, b: Side, budgets: Sequence[str], keys: dict[str, Any],
+             extra: tuple[str, ...] = ()) -> Comparison:
     diff = paired_difference(a.values, b.values)
-    return Comparison(kind, what, a, b, diff, _flags(a, b, diff, budgets), keys)
+    return Comparison(kind, what, a, b, diff, _flags(a, b, diff, budgets) + extra, keys)
 
 
 def _key_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -242,12 +244,25 @@ def _distill(runs: pd.DataFrame) -> list[Comparison]:
         frac = k["teacher_label_fraction"] if not math.isnan(k["teacher_label_fraction"]) else k["label_fraction"]
         base = f"distilled {_model(k)} from {_model(k, 'teacher_')} ({fraction_label(frac)} labels)"
         student = side(f"student {_model(k)}", d)
-        out.append(_compare("distill_vs_teacher", base + ": student − teacher", student, t_side, (), k))
+        short = _under_one_epoch(d, student)
+        out.append(_compare("distill_vs_teacher", base + ": student − teacher", student, t_side, (), k, short))
         sup = _match(runs, "supervised", {**{c: k[c] for c in BACKBONE}, "label_fraction": frac})
         if not sup.empty:
             out.append(_compare("distill_vs_supervised", base + ": student − supervised", student,
-                                side(f"supervised {_model(k)}", sup), (), k))
+                                side(f"supervised {_model(k)}", sup), (), k, short))
     return out
+
+
+def _under_one_epoch(rows: pd.DataFrame, s: Side) -> tuple[str, ...]:
+    """A student that ``train.max_steps`` stopped within its first pass over the unlabelled images: its gap to the
+    teacher says how far it got, not where distillation leads (the paper distils for hundreds of epochs)."""
+    cut = rows["cut_by_max_steps"].astype(bool) if "cut_by_max_steps" in rows else pd.Series(False, index=rows.index)
+    first = pd.to_numeric(rows["epoch"], errors="coerce") == 0 if "epoch" in rows else cut & False
+    if not (cut & first).any():
+        return ()
+    seen = float(pd.to_numeric(rows["images_seen"], errors="coerce").mean()) if "images_seen" in rows else math.nan
+    return (f"budgets short: train.max_steps stopped the student within its first epoch of the unlabelled images "
+            f"({_count(s.steps)} steps, {_count(seen)} images)",)
 
 
 def _conv(rows: pd.DataFrame) -> tuple[str, str]:

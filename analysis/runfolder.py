@@ -292,6 +292,7 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     row["images_seen"] = seen
     # Epochs run: the configured epochs scaled by the steps done; unknown when train.max_steps cut the run.
     row["epochs_done"] = math.nan
+    row["cut_by_max_steps"] = bool(cap) and isinstance(total, (int, float)) and total >= cap
     if isinstance(epochs, (int, float)) and isinstance(total, (int, float)) and total > 0 and not (cap and total >= cap):
         row["epochs_done"] = float(epochs) * step / total
     # Images with labels that the optimiser saw (distillation learns from the teacher, pretraining from none).

@@ -54,7 +54,8 @@ def headline(comps: list[Comparison]) -> str:
     for c in comps:
         kinds = {("a side not converged" if "not converged" in f else
                   "convergence unknown" if "convergence unknown" in f else
-                  "unequal budgets" if f.startswith("budgets differ") else "one seed")
+                  "unequal budgets" if f.startswith("budgets differ") else
+                  "a short budget" if f.startswith("budgets short") else "one seed")
                  for f in c.flags}
         why.update(kinds)
     parts = ", ".join(f"{n} with {w}" for w, n in why.most_common())

@@ -101,3 +101,21 @@ def test_unequal_pretraining_across_widths_is_flagged(tmp_path: Path) -> None:
     assert c.flags == ("budgets differ: pretraining 120 vs 234 steps",)
     same = only(sweep(tmp_path / "eq", models=(A, B), pretrain_steps=(200, 200)), "across_models")
     assert same.flags == ()
+
+
+def test_a_student_stopped_within_its_first_epoch_is_flagged(tmp_path: Path) -> None:
+    import json
+
+    teachers = [write_run(tmp_path, stage="finetune", seed=s, model=B, ft_proj_selector=1, label_fraction=0.01,
+                          top1=70.0 + s, metric_lines=160, extra_config=TRAIN, curves=CONVERGED) for s in (0, 1)]
+    for s, t in enumerate(teachers):
+        student = write_run(tmp_path, stage="distill", seed=s, model=A, label_fraction=0.01, teacher=str(t),
+                            teacher_model=B, top1=68.0, metric_lines=160, curves={"train/loss": plateau},
+                            extra_config={"train": {"batch_size": 128, "epochs": 1, "max_steps": 100}})
+        prog = json.loads((student / "progress.json").read_text())
+        (student / "progress.json").write_text(json.dumps({**prog, "epoch": 0}))  # still in its first epoch
+    c = only(tmp_path, "distill_vs_teacher")
+    assert c.diff.label() == "-2.50 [-8.85, +3.85] (n=2 seeds)"  # differences -2, -3: 12.7062 * 0.7071 / 1.4142
+    assert c.flags == ("budgets short: train.max_steps stopped the student within its first epoch of the unlabelled "
+                       "images (100 steps, 12.8k images)",)
+    assert "1 with a short budget" in headline([c])
