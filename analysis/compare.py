@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.groups import BACKBONE, STAGE_KEYS
+from analysis.groups import BACKBONE, STAGE_KEYS, keys_frame
 from analysis.labels import fraction_label, head_label, is_missing, model_label
 from analysis.stats import Paired, paired_difference
 
@@ -167,19 +167,11 @@ def _compare(kind: str, what: str, a: Side, b: Side, budgets: Sequence[str], key
     return Comparison(kind, what, a, b, diff, _flags(a, b, diff, budgets) + extra, keys)
 
 
-def _key_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    out = pd.DataFrame(index=frame.index)
-    for k in keys:
-        col = frame[k] if k in frame else pd.Series(np.nan, index=frame.index)
-        out[k] = pd.to_numeric(col.map(lambda v: np.nan if is_missing(v) else float(v)), errors="coerce")
-    return out
-
-
 def _groups(runs: pd.DataFrame, stage: str, keys: Sequence[str]) -> list[tuple[dict[str, float], pd.DataFrame]]:
     sub = runs[runs["stage"] == stage]
     if sub.empty:
         return []
-    kf = _key_frame(sub, keys)
+    kf = keys_frame(sub, keys)
     out = []
     for key, idx in kf.groupby(list(keys), dropna=False, sort=True).groups.items():
         vals = key if isinstance(key, tuple) else (key,)
@@ -191,7 +183,7 @@ def _match(runs: pd.DataFrame, stage: str, want: dict[str, float]) -> pd.DataFra
     sub = runs[runs["stage"] == stage]
     if sub.empty:
         return sub
-    kf = _key_frame(sub, list(want))
+    kf = keys_frame(sub, list(want))
     ok = np.ones(len(sub), dtype=bool)
     for k, v in want.items():
         col = kf[k].to_numpy()

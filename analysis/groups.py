@@ -38,6 +38,7 @@ __all__ = [
     "distinct_labels",
     "key_label",
     "check_groups",
+    "keys_frame",
 ]
 
 BACKBONE: tuple[str, ...] = ("depth", "width", "sk_ratio", "cifar_stem")
@@ -68,7 +69,7 @@ def metric_series(runs: pd.DataFrame, name: str) -> pd.Series:
     return out
 
 
-def _keys_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def keys_frame(frame: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Key columns as plain floats (booleans -> 0/1) so NaN groups and sorting behave."""
     out = pd.DataFrame(index=frame.index)
     for k in keys:
@@ -103,7 +104,7 @@ def group_runs(runs: pd.DataFrame, values: Sequence[str] = ("top1",)) -> pd.Data
         if not mask.any():
             continue
         sub = use[mask]
-        frame = _keys_frame(sub, keys)
+        frame = keys_frame(sub, keys)
         # One vectorised groupby per stage (a report over thousands of runs calls this several times).
         gid = frame.groupby(list(keys), dropna=False, sort=True).ngroup().to_numpy()
         agg = frame.groupby(gid, sort=True)[list(keys)].first()
@@ -227,7 +228,7 @@ def check_groups(runs: pd.DataFrame) -> list[str]:
         sub = use[use["stage"] == stage]
         if sub.empty:
             continue
-        frame = _keys_frame(sub, keys)
+        frame = keys_frame(sub, keys)
         frame["config_id"] = sub["config_id"]
         frame["path"] = sub["path"]
         frame["sweep"] = sub["sweep"]
