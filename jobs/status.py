@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs.manifest import latest_jobs, read_manifest, read_progress, read_status
-from simclr.runfolder import locate_run_dir
 from jobs.slurm_queue import ACTIVE_STATES, QUERY_FAILED, JobState
 from jobs.submit import current_records
+from simclr.runfolder import locate_run_dir
 
 # The metric shown per stage, in order of preference: (split, name) as in metrics.jsonl.
 KEY_METRICS: dict[str, list[tuple[str, str]]] = {
