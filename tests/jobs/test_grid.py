@@ -175,7 +175,7 @@ def test_shipped_sweeps_compose(tmp_path: Path) -> None:
     demo = expand(compose_sweep("demo", [f"sweep_dir={tmp_path}", "data.root=/d"]))
     count = {s: sum(t.stage == s for t in demo) for s in ("pretrain", "finetune", "linear_eval", "supervised",
                                                           "distill")}
-    assert count == {"pretrain": 2, "finetune": 16, "linear_eval": 2, "supervised": 8, "distill": 6}
+    assert count == {"pretrain": 2, "finetune": 8, "linear_eval": 2, "supervised": 4, "distill": 4}
     with pytest.raises(SweepError, match="nosuch"):
         compose_sweep("nosuch", [])
     with pytest.raises(ValueError, match="partition"):
