@@ -70,6 +70,17 @@ def save_figure(fig: Figure, out_dir: str | Path, name: str, title: str, caption
     return FigureFile(name=name, title=title, caption=caption, png=png, svg=svg, png_bytes=buf.getvalue())
 
 
+def _budgets(frame: pd.DataFrame, most: int = 4) -> str:
+    """`` Budgets: <both sides' budgets>; ...`` of the drawn comparisons (``budgets`` column of the tables)."""
+    if "budgets" not in frame:
+        return ""
+    seen = list(dict.fromkeys(b for b in frame["budgets"] if isinstance(b, str) and b))
+    if not seen:
+        return ""
+    more = f" (and {len(seen) - most} more in the tables)" if len(seen) > most else ""
+    return " Budgets: " + " | ".join(seen[:most]) + more + "."
+
+
 def _best_per_backbone(frame: pd.DataFrame, by: str = "mean") -> pd.DataFrame:
     """Per (backbone, label fraction), the group with the highest ``by`` (e.g. best head config)."""
     if frame.empty:
@@ -155,7 +166,8 @@ def gain_vs_params(gain_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return fig, ("Gain of the best fine-tuned head configuration per model over the supervised model of the same "
-                 "backbone. Grey hatched points are flagged (see the comparisons table): not results.")
+                 "backbone. Grey hatched points are flagged (see the comparisons table): not results."
+                 + _budgets(best))
 
 
 def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
@@ -235,6 +247,7 @@ def distillation(distill_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
                "bar: its comparison with the teacher is flagged (see the comparisons table).")
     if len(distill_numeric) > 12:
         caption += f" First 12 of {len(distill_numeric)} groups shown."
+    caption += _budgets(frame)
     return fig, caption
 
 

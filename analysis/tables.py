@@ -197,7 +197,7 @@ def gain_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = None) 
     })
     found = _lookup(_by_keys(comps, "finetune_vs_supervised", keys), numeric, keys)
     display["Paired gain [95% CI]"] = ["—" if c is None else c.diff.label() for c in found]
-    display["Budgets"] = ["" if c is None else c.terms() for c in found]
+    display["Budgets"] = numeric["budgets"] = ["" if c is None else c.terms() for c in found]
     _flag_columns(numeric, display, found)
     per_fraction = numeric.dropna(subset=["gain"]).groupby("label_fraction")["gain"].mean()
     mean_gains = ", ".join(f"{fraction_label(f)}: {gain_label(g)}" for f, g in per_fraction.items())
@@ -304,6 +304,7 @@ def distill_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = Non
     })
     found = _lookup(_by_keys(comps, "distill_vs_teacher", keys), numeric, keys)
     display["vs teacher, paired [95% CI]"] = ["—" if c is None else c.diff.label() for c in found]
+    numeric["budgets"] = ["" if c is None else c.terms() for c in found]
     _flag_columns(numeric, display, found)
     caption = ("Test top-1 (%), mean ± std; teacher = the distinct teacher runs the students learned from; "
                "supervised = same backbone as the student, same label fraction.")

@@ -107,3 +107,13 @@ def test_flagged_comparisons_are_drawn_hatched(known_sweep: Path, tmp_path: Path
     unflagged = gain_table(g, []).numeric.assign(flagged=False)
     fig, _ = gain_vs_params(unflagged)  # type: ignore[misc]
     assert _hatched(fig) == []
+
+
+def test_plot_captions_state_both_sides_budgets(known_sweep: Path) -> None:
+    from analysis.compare import comparisons
+
+    runs = collect(known_sweep).runs
+    g = group_runs(runs)
+    _, caption = gain_vs_params(gain_table(g, comparisons(runs)).numeric)  # type: ignore[misc]
+    assert " Budgets: fine-tuned: 100 steps, ? labelled images; supervised: 100 steps, ? labelled images, no " \
+           "pretraining" in caption
