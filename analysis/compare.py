@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,11 +30,22 @@ from analysis.groups import BACKBONE, STAGE_KEYS, keys_frame
 from analysis.labels import fraction_label, head_label, is_missing, model_label
 from analysis.stats import Paired, paired_difference
 
-__all__ = ["Side", "Comparison", "comparisons", "BUDGET_TOLERANCE", "FLAG_MARK", "KINDS"]
+__all__ = ["Side", "Comparison", "Flag", "comparisons", "BUDGET_TOLERANCE", "FLAG_MARK"]
 
 BUDGET_TOLERANCE = 0.01  # relative: budgets within 1% (a dropped last batch) count as equal
 FLAG_MARK = "⚑"
-KINDS = ("finetune_vs_supervised", "head_layer", "distill_vs_teacher", "distill_vs_supervised", "across_models")
+
+
+class Flag(str):
+    """Why a comparison does not hold: the text shown, and its ``kind`` (``not converged``, ``convergence unknown``,
+    ``unequal budgets``, ``a short budget``, ``one seed``) for counting. Equal to its text."""
+
+    kind: str
+
+    def __new__(cls, kind: str, text: str) -> "Flag":
+        flag = super().__new__(cls, text)
+        flag.kind = kind
+        return flag
 
 
 def _num(x: Any) -> float:
@@ -64,15 +75,6 @@ class Side:
     epochs: float
     labelled: float
     pretrain_steps: float
-    paths: tuple[str, ...] = ()
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(list(self.values.values()))) if self.values else math.nan
 
     def budget(self) -> str:
         """``135 steps, 15.0 epochs, 8.6k labelled images, backbone pretrained 234 steps``."""
@@ -87,10 +89,10 @@ class Side:
         return ", ".join(parts)
 
 
-def side(label: str, rows: pd.DataFrame, value: str = "top1") -> Side:
+def side(label: str, rows: pd.DataFrame) -> Side:
     """A :class:`Side` from usable run rows (one per seed; a repeated seed keeps its first run)."""
     rows = rows.drop_duplicates("seed")
-    vals = {int(s): _num(v) for s, v in zip(rows["seed"], rows[value]) if not is_missing(s) and
+    vals = {int(s): _num(v) for s, v in zip(rows["seed"], rows["top1"]) if not is_missing(s) and
             math.isfinite(_num(v))}
     conv = rows["converged"].astype(str).tolist() if "converged" in rows else []
     state = "false" if "false" in conv else ("true" if conv and all(c == "true" for c in conv) else "unknown")
@@ -101,7 +103,7 @@ def side(label: str, rows: pd.DataFrame, value: str = "top1") -> Side:
         return float(pd.to_numeric(rows[col], errors="coerce").mean()) if col in rows else math.nan
 
     return Side(label, vals, state, notes[0] if notes else "", mean("step"), mean("epochs_done"),
-                mean("labelled_images_seen"), mean("pretrain_steps"), tuple(str(p) for p in rows["path"]))
+                mean("labelled_images_seen"), mean("pretrain_steps"))
 
 
 def _differ(a: float, b: float) -> bool:
@@ -119,7 +121,7 @@ class Comparison:
     a: Side
     b: Side
     diff: Paired
-    flags: tuple[str, ...]
+    flags: tuple[Flag, ...]
     keys: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -140,29 +142,32 @@ class Comparison:
         return text + (f" {FLAG_MARK} FLAGGED: " + "; ".join(self.flags) if self.flags else "")
 
 
-def _flags(a: Side, b: Side, diff: Paired, budgets: Sequence[str]) -> tuple[str, ...]:
+def _flags(a: Side, b: Side, diff: Paired, budgets: Sequence[str]) -> tuple[Flag, ...]:
     out = []
     for s in (a, b):
+        why = f" ({s.note})" if s.note else ""
         if s.converged == "false":
-            out.append(f"{s.label} not converged ({s.note})" if s.note else f"{s.label} not converged")
+            out.append(Flag("not converged", f"{s.label} not converged{why}"))
         elif s.converged == "unknown":
-            out.append(f"{s.label}: convergence unknown" + (f" ({s.note})" if s.note else ""))
+            out.append(Flag("convergence unknown", f"{s.label}: convergence unknown{why}"))
     if "pretrain" in budgets and _differ(a.pretrain_steps, b.pretrain_steps):
-        out.append(f"budgets differ: pretraining {_count(a.pretrain_steps)} vs {_count(b.pretrain_steps)} steps")
+        out.append(Flag("unequal budgets", f"budgets differ: pretraining {_count(a.pretrain_steps)} vs "
+                                           f"{_count(b.pretrain_steps)} steps"))
     if "labelled" in budgets:
         if _differ(a.labelled, b.labelled):
-            out.append(f"budgets differ: {_count(a.labelled)} vs {_count(b.labelled)} labelled images seen")
+            out.append(Flag("unequal budgets", f"budgets differ: {_count(a.labelled)} vs {_count(b.labelled)} "
+                                               "labelled images seen"))
         elif _differ(a.steps, b.steps):
-            out.append(f"budgets differ: {_count(a.steps)} vs {_count(b.steps)} labelled steps")
+            out.append(Flag("unequal budgets", f"budgets differ: {_count(a.steps)} vs {_count(b.steps)} labelled steps"))
     if diff.n == 0:
-        out.append("no seed on both sides")
+        out.append(Flag("one seed", "no seed on both sides"))
     elif diff.n == 1:
-        out.append("one seed: no interval")
+        out.append(Flag("one seed", "one seed: no interval"))
     return tuple(out)
 
 
 def _compare(kind: str, what: str, a: Side, b: Side, budgets: Sequence[str], keys: dict[str, Any],
-             extra: tuple[str, ...] = ()) -> Comparison:
+             extra: tuple[Flag, ...] = ()) -> Comparison:
     diff = paired_difference(a.values, b.values)
     return Comparison(kind, what, a, b, diff, _flags(a, b, diff, budgets) + extra, keys)
 
@@ -227,12 +232,10 @@ def _distill(runs: pd.DataFrame) -> list[Comparison]:
     out = []
     for k, d in _groups(runs, "distill", STAGE_KEYS["distill"]):
         teach = runs[runs["path"].isin(set(d["teacher_path"].dropna()))]
-        # Pair each student with its own teacher run: the teacher's value under the student's seed.
-        t_by_path = dict(zip(teach["path"], pd.to_numeric(teach["top1"], errors="coerce")))
-        paired = d.assign(top1=[t_by_path.get(p, math.nan) for p in d["teacher_path"]])
-        t_side = side("teacher", paired)
-        t_side = Side(f"teacher {_model(k, 'teacher_')}", t_side.values,
-                      *_conv(teach), *_budget(teach), tuple(teach["path"]))
+        # The teachers' convergence and budget, with each student's own teacher's top-1 under the student's seed.
+        students_teachers = d.assign(top1=pd.to_numeric(d["teacher_top1"], errors="coerce"))
+        t_side = replace(side(f"teacher {_model(k, 'teacher_')}", teach),
+                         values=side("", students_teachers).values)
         frac = k["teacher_label_fraction"] if not math.isnan(k["teacher_label_fraction"]) else k["label_fraction"]
         base = f"distilled {_model(k)} from {_model(k, 'teacher_')} ({fraction_label(frac)} labels)"
         student = side(f"student {_model(k)}", d)
@@ -245,26 +248,15 @@ def _distill(runs: pd.DataFrame) -> list[Comparison]:
     return out
 
 
-def _under_one_epoch(rows: pd.DataFrame, s: Side) -> tuple[str, ...]:
+def _under_one_epoch(rows: pd.DataFrame, s: Side) -> tuple[Flag, ...]:
     """A student that ``train.max_steps`` stopped within its first pass over the unlabelled images: its gap to the
     teacher says how far it got, not where distillation leads (the paper distils for hundreds of epochs)."""
-    cut = rows["cut_by_max_steps"].astype(bool) if "cut_by_max_steps" in rows else pd.Series(False, index=rows.index)
-    first = pd.to_numeric(rows["epoch"], errors="coerce") == 0 if "epoch" in rows else cut & False
-    if not (cut & first).any():
+    first = pd.to_numeric(rows["epoch"], errors="coerce") == 0  # progress.json's epoch index at the end
+    if not (rows["cut_by_max_steps"].astype(bool) & first).any():
         return ()
-    seen = float(pd.to_numeric(rows["images_seen"], errors="coerce").mean()) if "images_seen" in rows else math.nan
-    return (f"budgets short: train.max_steps stopped the student within its first epoch of the unlabelled images "
-            f"({_count(s.steps)} steps, {_count(seen)} images)",)
-
-
-def _conv(rows: pd.DataFrame) -> tuple[str, str]:
-    s = side("", rows)
-    return s.converged, s.note
-
-
-def _budget(rows: pd.DataFrame) -> tuple[float, float, float, float]:
-    s = side("", rows)
-    return s.steps, s.epochs, s.labelled, s.pretrain_steps
+    seen = float(pd.to_numeric(rows["images_seen"], errors="coerce").mean())
+    return (Flag("a short budget", "budgets short: train.max_steps stopped the student within its first epoch of "
+                                   f"the unlabelled images ({_count(s.steps)} steps, {_count(seen)} images)"),)
 
 
 def _across_models(runs: pd.DataFrame) -> list[Comparison]:
@@ -287,7 +279,8 @@ def _across_models(runs: pd.DataFrame) -> list[Comparison]:
 
 
 def comparisons(runs: pd.DataFrame) -> list[Comparison]:
-    """Every comparison the sweep's usable runs allow, in ``KINDS`` order. ``runs`` is
+    """Every comparison the sweep's usable runs allow: fine-tuned vs supervised, head layer, distillation (vs
+    teacher, vs supervised), across models. ``runs`` is
     ``analysis.collect.collect(...).runs`` (with ``converged``, budgets and ``pretrain_steps``)."""
     if runs.empty or "usable" not in runs:
         return []

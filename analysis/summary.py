@@ -52,13 +52,9 @@ def headline(comps: list[Comparison]) -> str:
         return "Headline: none (no two groups of finished runs to compare)"
     why: Counter[str] = Counter()
     for c in comps:
-        kinds = {("a side not converged" if "not converged" in f else
-                  "convergence unknown" if "convergence unknown" in f else
-                  "unequal budgets" if f.startswith("budgets differ") else
-                  "a short budget" if f.startswith("budgets short") else "one seed")
-                 for f in c.flags}
-        why.update(kinds)
-    parts = ", ".join(f"{n} with {w}" for w, n in why.most_common())
+        why.update({f.kind for f in c.flags})
+    said = {"not converged": "a side not converged"}
+    parts = ", ".join(f"{n} with {said.get(w, w)}" for w, n in why.most_common())
     return (f"Headline: none of the {len(comps)} comparisons holds ({parts}); every number below is flagged "
             f"{FLAG_MARK} and is not a result")
 
