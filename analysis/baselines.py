@@ -19,9 +19,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["METHOD_VERSION", "PixelKnn", "default_cache_dir", "pixel_knn_for_config", "pixel_knn_for_runs"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["METHOD_VERSION", "PixelKnn", "default_cache_dir", "pixel_knn_for_config", "pixel_knn_for_runs",
+           "pixel_knn_of_pretraining"]
 
 METHOD_VERSION = "pixel-knn-1"  # bump when the computation changes: old cache files are then not found
 _MAX_BANK_BYTES = 8 << 30  # a float32 bank [N, C*H*W] larger than this is refused (ImageNet at 224, all samples)
@@ -196,3 +200,11 @@ def pixel_knn_for_runs(run_paths: Iterable[str | Path], *, cache_dir: Path | Non
             continue
         out[str(run)] = _for_config(cfg, cache_dir, memo)
     return out
+
+
+def pixel_knn_of_pretraining(runs: pd.DataFrame, *, cache_dir: Path | None = None) -> dict[str, PixelKnn]:
+    """:func:`pixel_knn_for_runs` of the usable pretraining runs of a runs table (``analysis.collect``)."""
+    if runs.empty:
+        return {}
+    pre = runs[runs["usable"].astype(bool) & (runs["stage"] == "pretrain")]
+    return pixel_knn_for_runs(pre["path"], cache_dir=cache_dir) if not pre.empty else {}

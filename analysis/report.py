@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.baselines import PixelKnn, pixel_knn_for_runs
+from analysis.baselines import PixelKnn, pixel_knn_of_pretraining
 from analysis.collect import Collection, collect
 from analysis.compare import Comparison, comparisons
 from analysis.groups import check_groups, group_runs
@@ -110,8 +110,7 @@ def build_report(roots: str | Path | Sequence[str | Path], out: str | Path | Non
     pixel: dict[str, PixelKnn] = {}
     try:
         comps = comparisons(runs)
-        pre = runs[runs["usable"].astype(bool) & (runs["stage"] == "pretrain")] if not runs.empty else runs
-        pixel = pixel_knn_for_runs(pre["path"]) if not pre.empty else {}
+        pixel = pixel_knn_of_pretraining(runs)
     except Exception as err:  # keep going: the runs table and the plots still come
         warnings.append(f"comparisons: failed ({type(err).__name__}: {err}); {traceback.format_exc(limit=2)}")
     groups.to_csv(out_dir / "groups.csv", index=False)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from analysis.baselines import PixelKnn, pixel_knn_for_runs
+from analysis.baselines import PixelKnn, pixel_knn_of_pretraining
 from analysis.compare import FLAG_MARK, Comparison, comparisons
 from analysis.groups import metric_series
 from analysis.labels import fraction_label, model_label
@@ -91,18 +91,10 @@ def _gain_line(comps: list[Comparison]) -> str:
     return line
 
 
-def _lines_of(comps: list[Comparison], kind: str, empty: str) -> str:
-    mine = [c for c in comps if c.kind == kind]
-    if not mine:
-        return empty
-    return " | ".join(c.line() for c in mine)
-
-
-def _distill_line(comps: list[Comparison]) -> str:
-    mine = [c for c in comps if c.kind in ("distill_vs_teacher", "distill_vs_supervised")]
-    if not mine:
-        return "Distillation: n/a (no finished distillation runs)"
-    return "Distillation: " + " | ".join(c.line() for c in mine)
+def _lines_of(comps: list[Comparison], kinds: tuple[str, ...], empty: str, prefix: str = "") -> str:
+    """Every comparison of ``kinds`` on one line, or ``empty``."""
+    mine = [c for c in comps if c.kind in kinds]
+    return prefix + " | ".join(c.line() for c in mine) if mine else empty
 
 
 def pixel_line(runs: pd.DataFrame, pixel: Mapping[str, PixelKnn]) -> str:
@@ -143,17 +135,16 @@ def summarize(df: pd.DataFrame, pixel: Mapping[str, PixelKnn] | None = None,
     if df.empty:
         return ["No runs found."]
     comps = comparisons(df) if comps is None else comps
-    if pixel is None:
-        pre = df[df["usable"].astype(bool) & (df["stage"] == "pretrain")]
-        pixel = pixel_knn_for_runs(pre["path"]) if not pre.empty else {}
+    pixel = pixel_knn_of_pretraining(df) if pixel is None else pixel
     lines = [
         headline(comps),
         _finetune_line(comps),
         _gain_line(comps),
-        _lines_of(comps, "head_layer", "Fine-tune from head layer 1 vs 0: n/a (no fine-tuned pairs differing only "
-                                       "in ft_proj_selector)"),
-        _distill_line(comps),
-        _lines_of(comps, "across_models", "Model size: n/a (no fine-tuned groups differing only in the model)"),
+        _lines_of(comps, ("head_layer",), "Fine-tune from head layer 1 vs 0: n/a (no fine-tuned pairs differing only "
+                                          "in ft_proj_selector)"),
+        _lines_of(comps, ("distill_vs_teacher", "distill_vs_supervised"),
+                  "Distillation: n/a (no finished distillation runs)", "Distillation: "),
+        _lines_of(comps, ("across_models",), "Model size: n/a (no fine-tuned groups differing only in the model)"),
         pixel_line(df, pixel),
     ]
     left = _left_out(df)
