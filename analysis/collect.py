@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +151,29 @@ def _curves_frame(reads: Sequence[RunRead]) -> pd.DataFrame:
     })
 
 
+def _run_finder(runs: pd.DataFrame) -> Callable[[str, Path], Any]:
+    """``find(ref, own)``: the row index of the run ``ref`` names (a path, absolute or relative to the folder of
+    the run ``own``, else a run folder name: of several runs of that name, the one in ``own``'s sweep), or None."""
+    by_path = {os.path.realpath(p): i for i, p in zip(runs.index, runs["path"])}
+    by_name: dict[str, list[Any]] = {}
+    for i, name in zip(runs.index, runs["run"]):
+        by_name.setdefault(str(name), []).append(i)
+
+    def find(ref: str, own: Path) -> Any:
+        cand = by_path.get(os.path.realpath(ref)) if os.path.isabs(ref) else None
+        if cand is None:
+            cand = by_path.get(os.path.realpath(own.parent / ref))
+        if cand is None:
+            matches = by_name.get(Path(ref).name, [])
+            if len(matches) > 1:  # same run name in several sweeps: prefer the one next to ``own``
+                same_tree = [j for j in matches if Path(runs.at[j, "path"]).parent.parent == own.parent.parent]
+                matches = same_tree or matches
+            cand = matches[0] if matches else None
+        return cand
+
+    return find
+
+
 def _resolve_teachers(runs: pd.DataFrame, warnings: list[str]) -> None:
     """Fill the teacher columns of distill runs from the teacher's own run row (in place)."""
     for col in ("teacher_ft_proj_selector", "teacher_label_fraction", "teacher_top1"):
@@ -159,22 +182,11 @@ def _resolve_teachers(runs: pd.DataFrame, warnings: list[str]) -> None:
     runs["teacher_path"] = None
     if "teacher_ref" not in runs or runs["teacher_ref"].isna().all():
         return
-    by_path = {os.path.realpath(p): i for i, p in zip(runs.index, runs["path"])}
-    by_name: dict[str, list[int]] = {}
-    for i, name in zip(runs.index, runs["run"]):
-        by_name.setdefault(name, []).append(i)
+    find = _run_finder(runs)
     for i in runs.index[runs["teacher_ref"].notna()]:
         ref = runs.at[i, "teacher_ref"]
         own = Path(runs.at[i, "path"])
-        cand = by_path.get(os.path.realpath(ref)) if os.path.isabs(ref) else None
-        if cand is None:
-            cand = by_path.get(os.path.realpath(own.parent / ref))
-        if cand is None:
-            matches = by_name.get(Path(ref).name, [])
-            if len(matches) > 1:  # same run name in several sweeps: prefer the one next to the student
-                same_tree = [j for j in matches if Path(runs.at[j, "path"]).parent.parent == own.parent.parent]
-                matches = same_tree or matches
-            cand = matches[0] if matches else None
+        cand = find(ref, own)
         if cand is None:
             warnings.append(f"{own / 'config.json'}: teacher run {ref!r} not found among the collected runs; "
                             "teacher top-1 unknown")
@@ -194,29 +206,18 @@ def _pretrain_steps(runs: pd.DataFrame) -> None:
     """``pretrain_steps``: the optimizer steps of the pretraining run a row's backbone came from (its own for a
     pretraining run, its parent's for a fine-tune or linear eval, its teacher's for a distillation, 0 for a
     supervised baseline); NaN when that run is not among the collected ones."""
-    by_name: dict[str, list[int]] = {}
-    for i, name in zip(runs.index, runs["run"]):
-        by_name.setdefault(str(name), []).append(i)
-
-    def parent_of(i: Any) -> Any:
-        name = runs.at[i, "parent"]
-        cands = by_name.get(str(name), []) if isinstance(name, str) else []
-        if len(cands) > 1:  # the same name in several sweeps: the one in the same sweep folder
-            here = Path(str(runs.at[i, "path"])).parent.parent
-            cands = [j for j in cands if Path(str(runs.at[j, "path"])).parent.parent == here] or cands
-        return cands[0] if cands else None
-
+    find = _run_finder(runs)
     steps = []
     for i in runs.index:
-        j, stage = i, runs.at[i, "stage"]
-        for _ in range(3):  # distill -> finetune -> pretrain at most
-            if runs.at[j, "stage"] != "pretrain" and runs.at[j, "stage"] != "supervised":
-                j = parent_of(j)
-                if j is None:
-                    break
-            else:
+        j = i
+        for _ in range(2):  # distill -> finetune -> pretrain at most
+            parent = runs.at[j, "parent"]
+            if runs.at[j, "stage"] in ("pretrain", "supervised") or not isinstance(parent, str):
                 break
-        if stage == "supervised":
+            j = find(parent, Path(runs.at[j, "path"]))
+            if j is None:
+                break
+        if runs.at[i, "stage"] == "supervised":
             steps.append(0.0)
         elif j is None or runs.at[j, "stage"] != "pretrain":
             steps.append(math.nan)
