@@ -31,7 +31,7 @@ import numpy as np
 from analysis.metrics_file import MetricSeries
 from analysis.stats import t_quantile
 
-__all__ = ["Convergence", "assess", "labelled_set_size", "MIN_POINTS", "MIN_TAIL", "STILL_FALLING_SHARE",
+__all__ = ["Convergence", "assess", "labelled_set_size", "cut_by_max_steps", "train_config", "MIN_POINTS", "MIN_TAIL", "STILL_FALLING_SHARE",
            "SMALL_SET", "UNDERFIT_TOP1"]
 
 MIN_POINTS = 8
@@ -88,16 +88,27 @@ def _still_falling(series: MetricSeries, name: str) -> str | None:
     return None
 
 
+def train_config(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``train`` part of a resolved config (empty when missing)."""
+    raw = cfg.get("train")
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def cut_by_max_steps(cfg: Mapping[str, Any], total_steps: Any) -> bool:
+    """Whether ``train.max_steps`` set the run's length (then its configured epochs were not all run)."""
+    cap = train_config(cfg).get("max_steps") or 0
+    return bool(cap) and isinstance(total_steps, (int, float)) and total_steps >= cap
+
+
 def labelled_set_size(cfg: Mapping[str, Any], total_steps: float) -> float:
     """The labelled images of a classifier run, from its budget: ``total_steps × train.batch_size / train.epochs``
     (a lower bound by less than one batch, since each epoch drops its last partial batch); NaN when the run was
     cut by ``train.max_steps`` (then the epochs do not tell the set) or the config lacks the keys."""
-    raw = cfg.get("train")
-    train: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    b, e, cap = train.get("batch_size"), train.get("epochs"), train.get("max_steps") or 0
+    train = train_config(cfg)
+    b, e = train.get("batch_size"), train.get("epochs")
     if not (isinstance(b, (int, float)) and isinstance(e, (int, float)) and b > 0 and e > 0 and total_steps > 0):
         return math.nan
-    if cap and total_steps >= cap:
+    if cut_by_max_steps(cfg, total_steps):
         return math.nan
     return float(total_steps) * float(b) / float(e)
 

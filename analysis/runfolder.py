@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.convergence import assess
+from analysis.convergence import assess, cut_by_max_steps, train_config
 from analysis.metrics_file import MetricsRead, downsample, read_metrics
 
 __all__ = [
@@ -283,17 +283,16 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
             row[f"final:{key}"] = float(val)
 
     # --- budget and convergence (docs/CONTRACTS.md "Convergence") -----------------------------
-    raw_train = cfg.get("train")
-    train_cfg: dict[str, Any] = raw_train if isinstance(raw_train, dict) else {}
-    batch, epochs, cap = train_cfg.get("batch_size"), train_cfg.get("epochs"), train_cfg.get("max_steps") or 0
+    train_cfg = train_config(cfg)
+    batch, epochs = train_cfg.get("batch_size"), train_cfg.get("epochs")
     row["batch_size"] = batch if isinstance(batch, int) and not isinstance(batch, bool) else math.nan
     step, total = row["step"], row["total_steps"]
     seen = step * row["batch_size"] if isinstance(step, (int, float)) else math.nan
     row["images_seen"] = seen
     # Epochs run: the configured epochs scaled by the steps done; unknown when train.max_steps cut the run.
+    row["cut_by_max_steps"] = cut_by_max_steps(cfg, total)
     row["epochs_done"] = math.nan
-    row["cut_by_max_steps"] = bool(cap) and isinstance(total, (int, float)) and total >= cap
-    if isinstance(epochs, (int, float)) and isinstance(total, (int, float)) and total > 0 and not (cap and total >= cap):
+    if isinstance(epochs, (int, float)) and isinstance(total, (int, float)) and total > 0 and not row["cut_by_max_steps"]:
         row["epochs_done"] = float(epochs) * step / total
     # Images with labels that the optimiser saw (distillation learns from the teacher, pretraining from none).
     row["labelled_images_seen"] = seen if stage in ("finetune", "supervised", "linear_eval") else (

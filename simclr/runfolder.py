@@ -12,10 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MANIFEST", "RUNS", "relative_run_dir", "locate_run_dir"]
-
-MANIFEST = "manifest.json"
-RUNS = "runs"
+__all__ = ["relative_run_dir", "locate_run_dir"]
 
 
 def relative_run_dir(run_dir: str | Path, recorded_sweep_dir: str | Path) -> Path | None:
