@@ -139,3 +139,10 @@ def test_a_copied_sweep_folder_gives_the_same_runs_table(known_sweep: Path, tmp_
     assert len(there.runs) == len(here) == 24 and there.warnings == []
     cols = [c for c in here.columns if c not in ("path", "teacher_path")]
     pd.testing.assert_frame_equal(here[cols].reset_index(drop=True), there.runs[cols].reset_index(drop=True))
+    # the report's own writer: runs.csv of the copy reads as the original's, but for where the folders are
+    from analysis.report import _write_runs
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    _write_runs(here, tmp_path / "a", []), _write_runs(there.runs, tmp_path / "b", [])
+    a, b = (pd.read_csv(tmp_path / d / "runs.csv").drop(columns=["path", "teacher_path"]) for d in ("a", "b"))
+    pd.testing.assert_frame_equal(a, b)
