@@ -89,8 +89,9 @@ def _varies(frame: pd.DataFrame, col: str) -> bool:
     return bool(frame[col].nunique(dropna=False) > 1)
 
 
-def _by_keys(comps: Sequence[Comparison] | None, kind: str, keys: Sequence[str]) -> dict[tuple[float, ...], Comparison]:
-    """The comparisons of ``kind`` by their values of ``keys`` (floats; NaN as -1 so that it matches)."""
+def _by_keys(comps: Sequence[Comparison] | None, kind: str,
+             keys: Sequence[str]) -> dict[tuple[float | None, ...], Comparison]:
+    """The comparisons of ``kind`` by their values of ``keys`` (floats; NaN as None, so that it matches)."""
     out = {}
     for c in comps or ():
         if c.kind == kind:
@@ -98,11 +99,13 @@ def _by_keys(comps: Sequence[Comparison] | None, kind: str, keys: Sequence[str])
     return out
 
 
-def _key_value(v: object) -> float:
-    return -1.0 if is_missing(v) else float(v)  # type: ignore[arg-type]
+def _key_value(v: object) -> float | None:
+    # not -1: ft_proj_selector -1 is a value (all head layers)
+    return None if is_missing(v) else float(v)  # type: ignore[arg-type]
 
 
-def _lookup(index: dict[tuple[float, ...], Comparison], frame: pd.DataFrame, keys: Sequence[str]) -> list[Comparison | None]:
+def _lookup(index: dict[tuple[float | None, ...], Comparison], frame: pd.DataFrame,
+            keys: Sequence[str]) -> list[Comparison | None]:
     return [index.get(tuple(_key_value(r[k]) for k in keys)) for _, r in frame.iterrows()]
 
 

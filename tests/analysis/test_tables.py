@@ -145,3 +145,17 @@ def test_empty_inputs_give_empty_tables() -> None:
     empty_runs = pd.DataFrame(columns=["stage", "state", "usable"])
     tables = all_tables(empty_runs, group_runs(empty_runs))
     assert all(t.empty for t in tables)
+
+
+def test_a_missing_key_and_selector_minus_one_find_their_own_comparison(tmp_path: Path) -> None:
+    """ft_proj_selector -1 (the whole head) is a value: it must not match a group whose selector is missing."""
+    from analysis.compare import comparisons
+    from analysis.synthetic import write_run
+
+    write_run(tmp_path, stage="finetune", ft_proj_selector=-1, label_fraction=0.01, top1=70.0)
+    write_run(tmp_path, stage="finetune", ft_proj_selector=None, label_fraction=0.01, top1=60.0)
+    write_run(tmp_path, stage="supervised", label_fraction=0.01, top1=50.0)
+    runs = collect(tmp_path).runs
+    g = gain_table(group_runs(runs), comparisons(runs))
+    by_sel = dict(zip(g.numeric["ft_proj_selector"].fillna(-99), g.display["Paired gain [95% CI]"]))
+    assert by_sel == {-1: "+20.00 (n=1 seed, no interval)", -99: "+10.00 (n=1 seed, no interval)"}
