@@ -79,10 +79,12 @@ def _still_falling(series: MetricSeries, name: str) -> str | None:
     se = math.sqrt(float((resid * resid).sum()) / (m - 2) / sxx)
     span = float(ts.max() - ts.min())
     drop = -slope * span  # fitted fall over the last quarter (> 0: falling)
-    noise = t_quantile(0.975, m - 2) * se * span
     end = tv.mean() + slope * (ts.max() - ts.mean())
     whole = float(head.mean()) - end
-    if drop > noise and whole > 0 and drop > STILL_FALLING_SHARE * whole:
+    if not (whole > 0 and drop > STILL_FALLING_SHARE * whole):  # the cheap test first: most runs stop here
+        return None
+    noise = t_quantile(0.975, m - 2) * se * span
+    if drop > noise:
         return (f"train {name} still falling: -{drop:.3g} over the last quarter of steps "
                 f"({100 * drop / whole:.0f}% of its whole drop; noise ±{noise:.2g})")
     return None
