@@ -171,7 +171,7 @@ def _for_config(cfg: dict[str, Any], cache_dir: Path | None, memo: dict[Path, Pi
     else:
         res = dataclasses.replace(base, top1=top1, bank=bank, test=test)
         try:
-            from simclr.train.atomic import atomic_write_json
+            from simclr.atomic import atomic_write_json
 
             atomic_write_json(path, {"top1": top1, "bank": bank, "test": test, "method": METHOD_VERSION,
                                      "settings": {n: v for n, v in s.items() if n not in ("root", "loader")},

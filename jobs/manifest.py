@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 # The one atomic writer; re-exported for the job layer.
-from simclr.train.atomic import atomic_write_text as atomic_write_text
+from simclr.atomic import atomic_write_text as atomic_write_text
 
 MANIFEST = "manifest.json"
 JOBS = "jobs.jsonl"

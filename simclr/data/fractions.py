@@ -30,7 +30,7 @@ from simclr.data.errors import DataError
 from simclr.data.keys import check_key, key_hashes
 from simclr.data.rng import mix
 from simclr.data.shardset import open_split
-from simclr.train.atomic import atomic_write_text
+from simclr.atomic import atomic_write_text
 
 FRACTIONS_DIR = "fractions"
 log = logging.getLogger("simclr.data")

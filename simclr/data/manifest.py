@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from simclr.data.errors import ManifestError
-from simclr.train.atomic import atomic_write_text
+from simclr.atomic import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -46,7 +46,7 @@ from simclr.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, index_name,
 from simclr.data.progress import Progress
 from simclr.data.shard_index import IndexEntry, format_index, read_index
 from simclr.data.sources.base import ImageLike, SampleSource
-from simclr.train.atomic import atomic_write_text
+from simclr.atomic import atomic_write_text
 
 log = logging.getLogger("simclr.data")
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from simclr.train.atomic import atomic_write_bytes
+from simclr.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")

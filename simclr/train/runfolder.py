@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from simclr.train.atomic import atomic_write_json, atomic_write_text
+from simclr.atomic import atomic_write_json, atomic_write_text
 
 
 class RunFolder:

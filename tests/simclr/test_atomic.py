@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr.train.atomic import atomic_write_json, atomic_write_text, current_umask
+from simclr.atomic import atomic_write_json, atomic_write_text, current_umask
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
