@@ -1,4 +1,6 @@
-"""Atomic file writes (torch-free; used by the data layer, the training loop and the sweep tools alike): write to a temporary file in the same folder, fsync, rename, fsync the folder.
+"""Atomic file writes: write to a temporary file in the same folder, fsync, rename, fsync the folder.
+
+Torch-free and neutral: the data layer, the training loop, ``jobs/`` and ``analysis/`` all write through it.
 
 A reader (or a requeued job) therefore sees either the old complete file or the new complete file, never a
 half-written one - the run-folder contract of DESIGN.md depends on it.
