@@ -33,7 +33,7 @@ test-fast: setup
 	@$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
 demo: cluster-up
-	@source <(slurm/cluster.sh env) && $(PY) -m jobs.demo $(ARGS)
+	@source <(slurm/cluster.sh env) && $(PY) -m jobs.cli.demo $(ARGS)
 
 bench: setup
 	@$(PY) -m benchmarks.run_all $(ARGS)

@@ -1,6 +1,6 @@
 """The pixel baseline of the kNN monitor: weighted kNN on raw pixels, with the monitor's memory bank and test set.
 
-A pretraining run's ``knn_top1`` (``jobs/pretrain.py``) means little alone: features that score below plain
+A pretraining run's ``knn_top1`` (``jobs/stages/pretrain.py``) means little alone: features that score below plain
 pixels have learnt nothing a kNN can use. This computes, once per data content and monitor setting (cached as
 JSON), the same kNN with ``x.flatten(1)`` as the encoder: the eval-mode ShardLoader of ``data.train_split``
 (world size 1, batch 512, epoch 0, the run's seed) gives the bank, its first ``pretrain.knn_train_samples``

@@ -192,13 +192,13 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     if row["config_id"] is None:  # folder not named per contract: fall back to the point name
         row["config_id"] = row["point"]
     row.update(_model_axes(cfg.get("model"), "", cfg_where, warnings) if cfg else _model_axes({}, "", "", []))
-    # Stage axes: top level per docs/CONTRACTS.md, else under "finetune" (jobs.config.FinetuneConfig),
+    # Stage axes: top level per docs/CONTRACTS.md, else under "finetune" (jobs.config.stage.FinetuneConfig),
     # and only where the stage uses them (a pretrain config still carries the finetune defaults).
     ft_sel = _stage_value(cfg, "ft_proj_selector") if stage in ("finetune", "linear_eval") else None
     fraction = _stage_value(cfg, "label_fraction") if stage in CLASSIFIER_STAGES else None
     row["ft_proj_selector"] = _coerce(ft_sel, int, f"{cfg_where}: ft_proj_selector", warnings)
     row["label_fraction"] = _coerce(fraction, float, f"{cfg_where}: label_fraction", warnings)
-    # The teacher: config["teacher"] = {"run", "model"} per the contract; jobs/distill.py keeps it in
+    # The teacher: config["teacher"] = {"run", "model"} per the contract; jobs/stages/distill.py keeps it in
     # "parent" (the fine-tuned teacher's run folder), its model then comes from that run's config.
     teacher = cfg.get("teacher")
     if stage == "distill" and not isinstance(teacher, dict):

@@ -70,8 +70,8 @@ def _run(job: tuple[str, str, list[str], int]) -> tuple[str, dict[str, Any], flo
     stage, name, overrides, threads = job
     import torch
 
-    from jobs.config import compose
-    from jobs.runner import run_stage
+    from jobs.config.stage import compose
+    from jobs.stages.runner import run_stage
 
     torch.set_num_threads(threads)
     status = run_stage(compose(stage, overrides))
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         _reexec_with_tcmalloc()
 
-    from jobs.demo import DEFAULT_DATA_ROOT, prepare_data
+    from jobs.cli.demo import DEFAULT_DATA_ROOT, prepare_data
     from simclr.train.runfolder import RunFolder
 
     root = args.data_root or DEFAULT_DATA_ROOT
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_data(root)
     # One folder per pretraining recipe and, inside it, one per recipe of the later stages: a rerun reuses every
     # finished run of its recipe, and a change to fine-tuning or distillation alone reuses the pretraining run
-    # (a run folder refuses a different config, jobs.runner.check_same_run).
+    # (a run folder refuses a different config, jobs.stages.runner.check_same_run).
     pre_tag = "quick" if args.quick else f"b{args.budget_min:g}-{_digest(PRETRAIN)}"
     pre_work = args.work / pre_tag
     work = pre_work / _digest([LABELLED, FINETUNE, DISTILL, args.finetune_epochs, args.distill_epochs])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks._result import write_result
 
 if TYPE_CHECKING:
-    from jobs.manifest import Manifest
+    from jobs.sweep.manifest import Manifest
 
 N = 100  # config points per stage
 FAKE = "tests.jobs.fake_stage:run_stage"
@@ -65,8 +65,8 @@ def _calls(log: Path) -> int:
 
 def _baseline(manifest: Manifest, folder: Path) -> tuple[float, int, list[str]]:
     """One sbatch per task, each with its own afterok: the straightforward per-task-dependency submission."""
-    from jobs.cluster import make_executor, profile_from_dict
-    from jobs.launch import StageTask
+    from jobs.config.cluster import make_executor, profile_from_dict
+    from jobs.sweep.launch import StageTask
 
     profile = profile_from_dict(manifest.cluster)
     ids: dict[str, str] = {}
@@ -80,10 +80,10 @@ def _baseline(manifest: Manifest, folder: Path) -> tuple[float, int, list[str]]:
 
 
 def main() -> int:
-    from jobs.grid import sweep_from_dict
-    from jobs.manifest import read_jobs, read_manifest
-    from jobs.status import collect, render
-    from jobs.sweep import build_manifest, submit_sweep
+    from jobs.sweep.expand import sweep_from_dict
+    from jobs.sweep.manifest import read_jobs, read_manifest
+    from jobs.cli.status import collect, render
+    from jobs.cli.sweep import build_manifest, submit_sweep
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     log = _shim(work)

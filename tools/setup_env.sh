@@ -34,8 +34,9 @@ fi
 # The project itself: an editable install pointing at THIS checkout (cheap; redone when the
 # checkout moved, e.g. CI's fresh clone in another folder), so console scripts work.
 marker="$venv/.checkout"
-if [ "$(cat "$marker" 2>/dev/null)" != "$here" ]; then
+stamp="$here $(sha256sum "$here/pyproject.toml" | cut -c1-12)"  # console scripts follow pyproject.toml
+if [ "$(cat "$marker" 2>/dev/null)" != "$stamp" ]; then
     "$venv/bin/pip" install --quiet --no-deps --no-build-isolation -e "$here" >&2
-    printf '%s' "$here" > "$marker"
+    printf "%s" "$stamp" > "$marker"
 fi
 echo "$venv"

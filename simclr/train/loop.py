@@ -50,7 +50,7 @@ class EpochLoader(Protocol):
 
 @dataclass
 class LoopSettings:
-    """How long and how often; see ``jobs.config.TrainConfig`` for the user-facing defaults."""
+    """How long and how often; see ``jobs.config.stage.TrainConfig`` for the user-facing defaults."""
 
     epochs: int
     max_steps: int = 0

@@ -3,7 +3,7 @@
 Saving inside a signal handler could catch the model half-way through an optimizer step. Instead the
 handler only records the request; the loop (``simclr.train.loop``) agrees across ranks that a request
 arrived, writes a checkpoint of a consistent state and raises :class:`PreemptionRequested`. The job layer
-(``jobs.launch``) catches that and hands over to submitit's own requeue path. The one exception is work
+(``jobs.sweep.launch``) catches that and hands over to submitit's own requeue path. The one exception is work
 after the last checkpoint (the final evaluation, :func:`interruptible`): there nothing is left to save, so
 the handler raises at once, in the process and on the rank that entered it only.
 """

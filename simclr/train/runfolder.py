@@ -1,6 +1,6 @@
 """The run folder: config, metrics.jsonl, progress, checkpoints/, and status.json written last.
 
-See docs/CONTRACTS.md. Everything here is plain files so that ``analysis/`` and ``jobs/status`` can read
+See docs/CONTRACTS.md. Everything here is plain files so that ``analysis/`` and ``jobs/cli/status`` can read
 a run without importing torch.
 """
 

@@ -1,4 +1,4 @@
-"""analysis.baselines: kNN on raw pixels with the kNN monitor's memory bank and test set (jobs/pretrain.py)."""
+"""analysis.baselines: kNN on raw pixels with the kNN monitor's memory bank and test set (jobs/stages/pretrain.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from simclr.data.loader import ShardLoader
 
 def pretrain_cfg(root: Path | str, *, k: int = 20, bank: int = 0, seed: int = 0, size: int = 28,
                  depth: int = 18) -> dict[str, Any]:
-    """The parts of a resolved pretrain config (jobs/config.py) the baseline reads."""
+    """The parts of a resolved pretrain config (jobs/config/stage.py) the baseline reads."""
     return {"stage": "pretrain", "seed": seed,
             "model": {**model_config(depth=depth), "in_channels": 3},
             "data": {"root": str(root), "train_split": "train", "eval_split": "test", "image_size": size,

@@ -64,7 +64,7 @@ def test_yaml_config_only(tmp_path: Path) -> None:
 
 
 def test_jobs_style_config(tmp_path: Path) -> None:
-    """jobs.config.StageConfig nests ft_proj_selector/label_fraction under "finetune", teacher = parent."""
+    """jobs.config.stage.StageConfig nests ft_proj_selector/label_fraction under "finetune", teacher = parent."""
     t = write_run(tmp_path, stage="finetune", ft_proj_selector=2, label_fraction=0.1, top1=1.0, style="jobs")
     d = write_run(tmp_path, stage="distill", label_fraction=0.1, teacher=str(t), top1=1.0, style="jobs")
     p = write_run(tmp_path, stage="pretrain", style="jobs")

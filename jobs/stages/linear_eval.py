@@ -1,0 +1,21 @@
+"""Linear evaluation: the pretrained backbone frozen (BN in eval mode), a linear classifier trained on top."""
+
+from __future__ import annotations
+
+import torch
+
+from jobs.config.stage import StageConfig
+from jobs.stages.finetune import build_classifier_stage
+from jobs.stages.runner import StageParts, stage_main
+
+
+def build(cfg: StageConfig, device: torch.device) -> StageParts:
+    return build_classifier_stage(cfg, device, pretrained=True, freeze_backbone=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("linear_eval", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

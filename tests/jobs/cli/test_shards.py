@@ -1,0 +1,151 @@
+"""jobs/cli/shards.py: the shard stage CLI and build_dataset (reuse, rewrite, array tasks, progress, errors)."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.cli.shards import build_dataset, main
+from simclr.data.manifest import Manifest
+from simclr.data.sources.fashion_mnist import DEFAULT_ROOT
+
+HAVE_FMNIST = (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file()
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "arrays.npz"
+    np.savez(path, train_images=rng.integers(0, 255, (90, 12, 12), dtype=np.uint8), train_labels=np.arange(90) % 3,
+             test_images=rng.integers(0, 255, (20, 12, 12), dtype=np.uint8), test_labels=np.arange(20) % 3,
+             class_names=np.array(["a", "b", "c"]))
+    return path
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*.tar")}
+
+
+def test_cli_writes_splits_and_fractions_then_reuses(npz: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "root"
+    argv = ["--source", "arrays", "--input", str(npz), "--out", str(out), "--shard-size", "40",
+            "--fractions", "0.1", "0.5", "--quiet"]
+    assert main(argv) == 0
+    assert "train: 90 samples, 3 shards" in capsys.readouterr().out
+    m = Manifest.load(out / "train")
+    assert m.class_names == ["a", "b", "c"] and m.source["type"] == "arrays"
+    assert Manifest.load(out / "test").num_samples == 20
+    assert len((out / "train" / "fractions" / "10percent.txt").read_text().split()) == 9
+    before = _mtimes(out)
+    assert main(argv) == 0  # same request: reused, nothing rewritten
+    assert _mtimes(out) == before
+    assert main(argv[:-1] + ["--shard-size", "50", "--quiet"]) == 0  # another request: rewritten
+    assert [s.count for s in Manifest.load(out / "train").shards] == [50, 40]
+
+
+def test_a_corrupt_root_is_rewritten_not_reused(npz: Path, tmp_path: Path, caplog) -> None:
+    out = tmp_path / "root"
+    build_dataset("arrays", npz, out, splits=["train"], shard_size=40, fractions=())
+    tar = out / "train" / "shard-000001.tar"
+    data = bytearray(tar.read_bytes())
+    data[1000] ^= 1
+    tar.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        m = build_dataset("arrays", npz, out, splits=["train"], shard_size=40, fractions=())
+    assert "fail the check" in caplog.text and "shard-000001.tar" in caplog.text
+    assert m["train"] is not None and tar.read_bytes() != bytes(data)
+
+
+def test_array_tasks_share_the_work(npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "root"
+    first = build_dataset("arrays", npz, out, splits=["train"], shard_size=20, num_tasks=2, task_index=1)
+    assert first["train"] is None and not (out / "train" / "manifest.json").exists()
+    second = build_dataset("arrays", npz, out, splits=["train"], shard_size=20, num_tasks=2, task_index=0)
+    assert second["train"] is not None and second["train"].num_samples == 90 and len(second["train"].shards) == 5
+    assert (out / "train" / "fractions" / "1percent.txt").is_file()
+
+
+def test_imagefolder_jpeg_passthrough(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 6), ("val", 3)):
+        for cls in ("cat", "dog"):
+            d = tmp_path / "in" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(d / f"img.{i}.JPEG", quality=80)
+    out = tmp_path / "root"
+    res = build_dataset("imagefolder", tmp_path / "in", out, splits=["train", "val"], fractions=(0.5,))
+    m = res["train"]
+    assert m.image_format == "jpeg" and m.class_names == ["cat", "dog"] and m.label_counts == [6, 6]
+    keys = (out / "train" / "fractions" / "50percent.txt").read_text().split()
+    assert len(keys) == 6 and all(k.startswith(("cat/img_", "dog/img_")) for k in keys)
+    assert res["val"].num_samples == 6
+
+
+def test_errors_are_reported_not_raised(tmp_path: Path, capsys, caplog) -> None:
+    assert main(["--source", "imagefolder", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["--source", "mnist", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="Fashion-MNIST has splits"):
+        build_dataset("fashion_mnist", None, tmp_path, splits=["val"])
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="needs the dataset-fashion-mnist Debian package")
+def test_fashion_mnist_subset_with_progress_lines(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        res = build_dataset("fashion_mnist", None, tmp_path, limit=300, shard_size=128, fractions=(0.1,), progress=True)
+    m = res["train"]
+    assert m.num_samples == 300 and m.image_mode == "L" and m.image_size == [28, 28] and m.source["limit"] == 300
+    assert "shards train" in caplog.text  # plain progress lines, not a terminal bar
+    assert len((tmp_path / "train" / "fractions" / "10percent.txt").read_text().split()) == 30
+
+
+def test_every_imagefolder_split_numbers_classes_as_the_train_split(tmp_path: Path) -> None:
+    """train/{cat,dog,zebra} with test/{cat,zebra}: test's zebra was label 1 ("dog" in train) with no error."""
+    rng = np.random.default_rng(2)
+    for split, classes in (("train", ("cat", "dog", "zebra")), ("test", ("cat", "zebra"))):
+        for cls in classes:
+            d = tmp_path / "in" / split / cls
+            d.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / "0.png")
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["test", "train"], fractions=())
+    assert res["test"].class_names == res["train"].class_names == ["cat", "dog", "zebra"]
+    assert res["test"].label_counts == [1, 0, 1]
+
+
+def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
+    """PPM files rewritten with other pixels keep their size: the rerun reused the stale shards."""
+    import os
+
+    from simclr.data.shardset import open_split
+
+    d = tmp_path / "in" / "train" / "c"
+    d.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(d / "0.ppm")
+    build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], fractions=())
+    Image.fromarray(np.full((8, 8, 3), 110, np.uint8)).save(d / "0.ppm")
+    st = (d / "0.ppm").stat()
+    os.utime(d / "0.ppm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later edit, whatever the clock's grain
+    build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], fractions=())
+    from simclr.data.codec import decode_pil
+
+    assert np.asarray(decode_pil(open_split(tmp_path / "root", "train").read(0), "RGB")).mean() == 110
+
+
+def test_a_limit_takes_samples_of_every_class(tmp_path: Path) -> None:
+    """An ImageFolder is listed class by class: --limit 7 over cat/dog/zebra (5 images each) gave 5 cats + 2 dogs."""
+    rng = np.random.default_rng(3)
+    for cls in ("cat", "dog", "zebra"):
+        d = tmp_path / "in" / "train" / cls
+        d.mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], limit=7, fractions=())
+    m = res["train"]
+    assert m.num_samples == 7 and m.label_counts == [3, 2, 2] and m.source["limit_rule"] == "class-balanced"
+    # a larger limit than a class holds leaves its turns to the others
+    res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root2", splits=["train"], limit=14, fractions=())
+    assert res["train"].label_counts == [5, 5, 4]

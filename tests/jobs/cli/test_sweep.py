@@ -1,0 +1,132 @@
+"""``simclr-sweep``: validation before anything is queued, dry run, and the local-executor path end to end
+with a small contract-following stage (the real stages on the real cluster: test_sweep_cluster.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import sweep as sweep_mod
+from jobs.sweep.manifest import read_jobs, read_manifest
+from jobs.cli.resume import run_resume
+from jobs.cli.status import collect, finished
+
+FAKE = "tests.jobs.fake_stage:run_stage"
+
+
+def test_dry_run_prints_the_sbatch_scripts_and_writes_nothing(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "sw"
+    assert sweep_mod.main(["tiny", f"sweep_dir={target}", "data.root=/d", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("#SBATCH --array=") == 2  # one array per stage: pretrain (2 tasks), finetune (4)
+    assert "#SBATCH --array=0-1%2" in out and "#SBATCH --array=0-3%4" in out
+    assert "#SBATCH --partition=debug" in out and "--dependency='afterok:$PRETRAIN_ARRAY'" in out
+    assert out.count("afterok:$PRETRAIN_ARRAY_0") == 2 and out.count("afterok:$PRETRAIN_ARRAY_1") == 2
+    assert "afterany:" in out  # the report job
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("train.epochz=1", "train.epochz"), ("cluster.partition=a|b", "partition"),
+     ("cluster.time_min=-3", "time_min"), ("cluster.tasks_per_node=4", "tasks_per_node"),
+     ("cluster.cpus_per_task=4", None), ("model=resnet404", "resnet404")],
+)
+def test_a_bad_value_fails_the_whole_sweep_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           override: str, named: str | None) -> None:
+    target = tmp_path / "sw"
+    rc = sweep_mod.main(["tiny", f"sweep_dir={target}", "data.root=/d", override,
+                         "cluster=local_executor", "--dry-run"])
+    # tasks_per_node=4: the local executor would start 4 copies of its pipeline, each running every task
+    if named is None:
+        assert rc == 0
+        return
+    assert rc == 2 and named in capsys.readouterr().err
+    assert not target.exists()
+
+
+def _wait_finished(sweep: Path, timeout: float = 120) -> list:
+    t0 = time.time()
+    while True:
+        rows, report = collect(sweep)
+        if finished(rows, report) and (report is None or report.state != "RUNNING"):
+            return rows
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"sweep did not finish: {[(r.point, r.state) for r in rows]}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_local_executor_sweep_failure_rerun_and_resume(tmp_path: Path) -> None:
+    """Runs in the background, a failed pretrain cancels only its dependants, a rerun submits nothing new,
+    resume reruns exactly the failed task and its dependants."""
+    sweep = tmp_path / "sw"
+    # no report job here (matplotlib costs seconds per run); the real-stage tests check the report
+    ov = [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "cluster.array_parallelism=2",
+          "report.enabled=false"]
+    manifest_tasks = sweep_mod.build_manifest(sweep_mod.compose_sweep("tiny", ov)).tasks
+    bad = next(t for t in manifest_tasks if t.key.startswith("pretrain/proj3"))
+    Path(bad.run_dir).mkdir(parents=True)
+    (Path(bad.run_dir) / "FAIL").write_text("")
+    t0 = time.time()
+    sub = sweep_mod.run_sweep("tiny", ov, runner=FAKE)
+    assert time.time() - t0 < 30 and sub.sbatch_calls == 1  # returned once queued, not when done
+    rows = _wait_finished(sweep)
+    state = {r.point: r.state for r in rows}
+    assert state == {"proj2": "DONE", "proj3": "FAILED", "proj2-lf0.01": "DONE", "proj2-lf0.1": "DONE",
+                     "proj3-lf0.01": "CANCELLED", "proj3-lf0.1": "CANCELLED"}
+    proj3 = sorted(t.key for t in manifest_tasks if "proj3" in t.key)
+    done_before = {t.key: (Path(t.run_dir) / "status.json").read_text() for t in manifest_tasks
+                   if "proj2" in t.key}
+    # the same sweep again: finished runs are skipped; the not-done ones are submitted again (and fail again)
+    again = sweep_mod.run_sweep("tiny", ov, runner=FAKE)
+    assert sorted(again.job_ids) == proj3
+    _wait_finished(sweep)
+    # resume after fixing the cause: exactly the failed pretrain and its two fine-tunes
+    (Path(bad.run_dir) / "FAIL").unlink()
+    sub = run_resume(sweep, runner=FAKE)
+    assert sorted(sub.job_ids) == proj3
+    rows = _wait_finished(sweep)
+    assert all(r.state == "DONE" for r in rows), [(r.point, r.state) for r in rows]
+    # finished runs were never touched, and nothing is left to submit
+    by_key = read_manifest(sweep).by_key()
+    assert done_before == {k: (Path(by_key[k].run_dir) / "status.json").read_text() for k in done_before}
+    n_jobs = len(read_jobs(sweep))
+    assert run_resume(sweep, runner=FAKE).job_ids == {}
+    assert sweep_mod.run_sweep("tiny", ov, runner=FAKE).job_ids == {}
+    assert len(read_jobs(sweep)) == n_jobs
+
+
+@pytest.mark.cluster
+def test_a_hanging_scontrol_loses_no_queued_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The per-task dependency update times out (a busy controller): the arrays are already queued, so they
+    must be in jobs.jsonl (else the next sweep or resume queues them twice) and the submission goes on."""
+    from jobs.sweep import submit as submit_mod
+    from jobs.cli.cancel import cancel
+
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "scontrol").write_text("#!/bin/sh\nsleep 30\n")
+    (shim / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    monkeypatch.setattr(submit_mod, "NARROW_TIMEOUT_S", 1.0)
+    sweep = tmp_path / "sw"
+    # held for an hour: nothing runs, only what was queued is looked at
+    ov = [f"sweep_dir={sweep}", "data.root=/d", "+cluster.sbatch.begin=now+1hour"]
+    try:
+        sub = sweep_mod.run_sweep("tiny", ov, runner=FAKE)
+        assert sub.sbatch_calls == 3 and sub.report is not None  # pretrain, finetune and the report still queued
+        assert any("scontrol dependency updates" in w and "failed" in w for w in sub.warnings)
+        recorded = {r["key"]: r["job_id"] for r in read_jobs(sweep) if r.get("key")}
+        assert recorded == sub.job_ids and len(recorded) == 6
+        assert "WARNING" in capsys.readouterr().out
+        # a rerun finds everything queued and submits nothing
+        assert sweep_mod.run_sweep("tiny", ov, runner=FAKE).job_ids == {}
+    finally:
+        if (sweep / "jobs.jsonl").is_file():
+            cancel(sweep)

@@ -1,0 +1,57 @@
+"""Stage configs: defaults in one place, unknown keys and invalid values rejected naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.config.stage import STAGES, ConfigError, compose, from_dict, to_dict
+
+BASE = ["run_dir=/tmp/r", "data.root=/tmp/d"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_composes(stage: str) -> None:
+    over = BASE + (["parent=/tmp/p"] if stage in ("finetune", "linear_eval", "distill") else [])
+    cfg = compose(stage, over)
+    assert cfg.stage == stage and cfg.run_dir == "/tmp/r"
+    assert from_dict(to_dict(cfg)) == cfg  # the saved form round-trips
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.depth=19", "model.depth"),
+        ("model.width=0", "model.width"),
+        ("model.sk_ratio=1.0", "model.sk_ratio"),
+        ("pretrain.temperature=0", "pretrain.temperature"),
+        ("train.batch_size=1", "train.batch_size"),
+        ("optim.name=adam", "optim.name"),
+        ("train.amp=fp8", "train.amp"),
+        ("train.epochs=abc", "train.epochs"),
+        ("+model.colour=red", "model.colour"),
+        ("finetune.ft_proj_selector=4", "finetune.ft_proj_selector"),
+        ("data.min_crop_area=0", "data.min_crop_area"),
+        ("data.min_crop_area=1.5", "data.min_crop_area"),
+        ("distill.init=copy", "distill.init"),
+    ],
+)
+def test_invalid_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose("pretrain", BASE + [override])
+
+
+def test_unknown_key_in_dict_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        from_dict({"run_dir": "/r", "data": {"root": "/d"}, "optim": {"lr": 1.0}})
+
+
+def test_required_keys() -> None:
+    with pytest.raises(ConfigError, match="run_dir"):
+        compose("pretrain", ["data.root=/d"])
+    with pytest.raises(ConfigError, match="parent"):
+        compose("finetune", BASE)
+
+
+def test_model_group_selects_architecture() -> None:
+    cfg = compose("pretrain", BASE + ["model=resnet50"])
+    assert (cfg.model.depth, cfg.model.width, cfg.model.cifar_stem) == (50, 1.0, False)
