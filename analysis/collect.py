@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runfolder import MODEL_AXES, RunRead, is_run_folder, read_run
-from simclr.runfolder import locate_run_dir
+from simclr.runfolder.layout import locate_run_dir
 
 __all__ = ["Collection", "collect", "find_run_folders", "BASE_COLUMNS"]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.metrics_file import MetricSeries
+from simclr.runfolder.metrics import MetricSeries
 from analysis.stats import t_quantile
 
 __all__ = ["Convergence", "assess", "labelled_set_size", "cut_by_max_steps", "train_config", "MIN_POINTS", "MIN_TAIL", "STILL_FALLING_SHARE",
@@ -118,7 +118,7 @@ def labelled_set_size(cfg: Mapping[str, Any], total_steps: float) -> float:
 def assess(stage: str | None, state: str, series: Mapping[tuple[str, str], MetricSeries],
            cfg: Mapping[str, Any], total_steps: float) -> Convergence:
     """The rule of the module docstring for one run: ``series`` by (split, name) as
-    ``analysis.metrics_file.read_metrics`` gives them, ``cfg`` the run's config, ``total_steps`` its steps."""
+    ``simclr.runfolder.metrics.read_metrics`` gives them, ``cfg`` the run's config, ``total_steps`` its steps."""
     if state != "done":
         return Convergence(None, "run not finished")
     notes = []

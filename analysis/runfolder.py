@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from analysis.convergence import assess, cut_by_max_steps, train_config
-from analysis.metrics_file import MetricsRead, downsample, read_metrics
+from simclr.runfolder.metrics import MetricsRead, downsample, read_metrics
 
 __all__ = [
     "STAGES",

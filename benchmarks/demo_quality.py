@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         _reexec_with_tcmalloc()
 
     from jobs.cli.demo import DEFAULT_DATA_ROOT, prepare_data
-    from simclr.train.runfolder import RunFolder
+    from simclr.runfolder.write import RunFolder
 
     root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from analysis import runfolder
 from analysis.collect import collect
-from analysis.metrics_file import MetricSeries, MetricsRead
+from simclr.runfolder.metrics import MetricSeries, MetricsRead
 from analysis.report import build_report
 from analysis.synthetic import model_config, write_run
 from benchmarks._result import write_result

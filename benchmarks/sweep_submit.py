@@ -82,7 +82,7 @@ def _baseline(manifest: Manifest, folder: Path) -> tuple[float, int, list[str]]:
 def main() -> int:
     from jobs.sweep.expand import sweep_from_dict
     from jobs.sweep.manifest import read_jobs, read_manifest
-    from jobs.cli.status import collect, render
+    from jobs.sweep.status import collect, render
     from jobs.cli.sweep import build_manifest, submit_sweep
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))

@@ -8,27 +8,17 @@ pipeline stops its running children. Run folders are left as they are: ``resume`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from jobs.sweep.launch import pipeline_state_path
+from jobs.sweep.local_pipeline import read_state
 from jobs.sweep.manifest import pid_alive, read_jobs, recorded_start
 from jobs.sweep.queue import QUERY_FAILED
 from jobs.sweep.submit import job_states
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def cancel(sweep_dir: str | Path) -> list[str]:
@@ -63,7 +53,7 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     for job, job_start in pipelines.items():
         # SIGINT to the pipeline process itself (its pid is in its state file): it stops its children and
         # ends without a requeue. The controller's pid would be a shell when the profile has setup lines.
-        state = _read_state(pipeline_state_path(sweep_dir, job))
+        state = read_state(sweep_dir, job)
         for pid, start in ((state.get("pid"), recorded_start(state.get("pid_start"))), (job, job_start)):
             if pid is None:  # no state file yet: the job id (a local-executor pid) is all there is
                 continue

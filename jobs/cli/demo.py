@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
-from jobs.cli import status as sweep_status
 from jobs.sweep.expand import compose_sweep
 from jobs.cli.sweep import submit_sweep
+from jobs.sweep.status import watch
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("SIMCLR_DATA_ROOT", Path.home() / ".cache/simclr-suite/data/fashion-mnist"))
 
@@ -35,28 +34,6 @@ def prepare_data(root: Path) -> None:
     code = shards_main(["--source", "fashion_mnist", "--out", str(root), "--fractions", "0.01", "0.1", "--seed", "0"])
     if code != 0:
         raise SystemExit(f"demo: making the Fashion-MNIST shards under {root} failed (exit {code})")
-
-
-def watch(sweep_dir: Path, every_s: float = 5.0) -> bool:
-    """Redraw the sweep's status until every task (and the report) has ended; True when all are done."""
-    tty = sys.stdout.isatty()
-    last = ""
-    while True:
-        rows, report = sweep_status.collect(sweep_dir)
-        text = sweep_status.render(rows, report, sweep_dir)
-        if tty:
-            sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + f"demo sweep {sweep_dir}\n{text}\n")
-        else:
-            line = sweep_status.summary(rows, report)
-            if line != last:
-                print(time.strftime("%H:%M:%S ") + line, flush=True)
-                last = line
-        sys.stdout.flush()
-        if sweep_status.finished(rows, report):
-            if not tty:
-                print(text)
-            return all(r.state == "DONE" for r in rows)
-        time.sleep(every_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] queued; watch with: simclr-status {sweep_dir} --watch")
         return 0
     try:
-        ok = watch(sweep_dir)
+        ok = watch(sweep_dir, title=f"demo sweep {sweep_dir}")
     except KeyboardInterrupt:
         print(f"\n[demo] interrupted: the jobs keep running on the cluster. Rerun `make demo` to resume watching "
               f"(finished runs are kept), or `simclr-cancel {sweep_dir}` to stop them.")

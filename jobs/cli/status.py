@@ -1,188 +1,19 @@
 """``simclr-status SWEEP_DIR [--watch [SECONDS]]``: the sweep as a table of stage x config point.
 
-Columns: SLURM state (the run folder's ``status.json`` wins once written: DONE / FAILED), restarts
-(the run's own count from ``progress.json``, else SLURM's requeue count), progress step/total, the last
-key metric of the stage, the job id and the run folder. Then one summary line. Everything comes from the
-sweep folder (``manifest.json``, ``jobs.jsonl``, the run folders) plus ONE ``sacct`` and ONE ``squeue`` call,
-so it works from any shell, long after submission, while jobs run, and answers in well under a second
-for hundreds of points. ``--watch`` redraws until every task and the report have ended (the demo's live
-view); ``--json`` prints the rows for scripts.
+Columns: state (the run folder's ``status.json`` wins once written: DONE / FAILED), restarts (the run's own
+count from ``progress.json``, else SLURM's requeue count), progress step/total, the last key metric of the
+stage, the job id and the run folder. Then one summary line (:mod:`jobs.sweep.status`). ``--watch`` redraws
+until every task and the report have ended (the demo's live view); ``--json`` prints the rows for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from collections import Counter
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
 
-from jobs.sweep.manifest import latest_jobs, read_manifest, read_progress, read_status
-from jobs.sweep.queue import ACTIVE_STATES, QUERY_FAILED, JobState
-from jobs.sweep.submit import current_records
-from simclr.runfolder import locate_run_dir
-
-# The metric shown per stage, in order of preference: (split, name) as in metrics.jsonl.
-KEY_METRICS: dict[str, list[tuple[str, str]]] = {
-    "pretrain": [("val", "knn_top1"), ("train", "probe_top1"), ("train", "contrastive_acc"), ("train", "loss")],
-    "finetune": [("test", "top1"), ("val", "top1"), ("train", "loss")],
-    "linear_eval": [("test", "top1"), ("val", "top1"), ("train", "loss")],
-    "supervised": [("test", "top1"), ("val", "top1"), ("train", "loss")],
-    "distill": [("test", "top1"), ("val", "top1"), ("train", "agreement"), ("train", "distill_loss")],
-}
-FINAL_STATES = frozenset({"DONE", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-                          "BOOT_FAIL", "DEADLINE", "COMPLETED", "UNKNOWN", "NOT_SUBMITTED", "SKIPPED", "REVOKED"})
-
-
-@dataclass
-class Row:
-    """One task of the sweep as ``status`` shows it."""
-
-    stage: str
-    point: str
-    seed: int
-    state: str
-    slurm_state: str
-    reason: str  # why it is pending / how it failed (the run's own reason first)
-    restarts: int
-    step: int | None
-    total_steps: int | None
-    metric: str
-    value: float | None
-    job_id: str
-    run_dir: str
-
-
-def last_metric(run_dir: str | Path, stage: str, tail_bytes: int = 65536) -> tuple[str, float | None]:
-    """The stage's key metric from the END of metrics.jsonl (reads at most ``tail_bytes``; tolerates a
-    torn last line)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - tail_bytes))
-            chunk = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return "", None
-    latest: dict[tuple[str, str], float] = {}
-    for line in chunk.splitlines():
-        try:
-            rec = json.loads(line)
-            latest[(str(rec["split"]), str(rec["name"]))] = float(rec["value"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    for split, name in KEY_METRICS.get(stage, []):
-        if (split, name) in latest:
-            return f"{split}/{name}", latest[(split, name)]
-    return "", None
-
-
-def task_row(task: Any, rec: dict[str, Any] | None, js: JobState | None) -> Row:
-    status = read_status(task.run_dir)
-    progress = read_progress(task.run_dir) or {}
-    slurm_state = js.state if js is not None else ("NOT_SUBMITTED" if rec is None else "UNKNOWN")
-    # SLURM keeps the last pending reason on finished jobs ("COMPLETED (Dependency)"): keep a reason only
-    # where it explains the state.
-    reason = js.reason if js is not None and slurm_state in ("PENDING", "CANCELLED") else ""
-    if js is not None and slurm_state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") and js.exit_code:
-        reason = f"exit {js.exit_code}"
-    if status is not None and status.get("state") == "done":
-        state = "DONE"
-    elif status is not None and status.get("state") == "failed":
-        # A failed run that SLURM requeued or the user resumed is running again: show the live state.
-        state = slurm_state if js is not None and js.active else "FAILED"
-        if state == "FAILED":
-            reason = str(status.get("reason") or reason)
-    else:
-        state = slurm_state
-    metric, value = "", None
-    final = (status or {}).get("final") or {}
-    if state == "DONE" and isinstance(final, dict):
-        for key in ("test/top1", "test/knn_top1", "val/top1", "val/knn_top1", "knn_top1"):
-            if isinstance(final.get(key), (int, float)):
-                metric, value = key, float(final[key])
-                break
-    if value is None:
-        metric, value = last_metric(task.run_dir, task.stage)
-    restarts = progress.get("restarts")
-    step = (status or {}).get("step", progress.get("step"))
-    total = (status or {}).get("total_steps", progress.get("total_steps"))
-    return Row(
-        stage=task.stage, point=task.point, seed=task.seed, state=state, slurm_state=slurm_state, reason=reason,
-        restarts=int(restarts) if isinstance(restarts, int) else (js.requeues if js is not None else 0),
-        step=step if isinstance(step, int) else None, total_steps=total if isinstance(total, int) else None,
-        metric=metric, value=value, job_id=str(rec["job_id"]) if rec else "-", run_dir=task.run_dir,
-    )
-
-
-def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
-    """Rows for every task of the manifest, and the report job's row (None if none was submitted)."""
-    manifest = read_manifest(sweep_dir)
-    records, states = current_records(sweep_dir)
-    latest = latest_jobs(records)
-    rows = []
-    for t in manifest.tasks:
-        rec = latest.get(t.key)
-        # A copied or moved sweep folder: its run folders are here, not where the manifest says.
-        here = replace(t, run_dir=str(locate_run_dir(t.run_dir, manifest.sweep_dir, sweep_dir)))
-        rows.append(task_row(here, rec, states.get(str(rec["job_id"])) if rec else None))
-    report_recs = [r for r in records if r.get("stage") == "report"]
-    report = None
-    if report_recs:
-        r = report_recs[-1]
-        js = states.get(str(r["job_id"]))
-        st = js.state if js else "UNKNOWN"
-        reason = js.reason if js is not None and st in ("PENDING", "CANCELLED") else ""
-        report = Row("report", "report", 0, st, st, reason, js.requeues if js else 0, None, None,
-                     "", None, str(r["job_id"]), str(Path(sweep_dir) / "report"))
-    return rows, report
-
-
-def summary(rows: list[Row], report: Row | None) -> str:
-    c = Counter(r.state for r in rows)
-    order = ["DONE", "RUNNING", "PENDING", "REQUEUED", "FAILED", "CANCELLED", "TIMEOUT"]
-    parts = [f"{c[s]} {s.lower()}" for s in order if c.get(s)]
-    parts += [f"{n} {s.lower()}" for s, n in sorted(c.items()) if s not in order]
-    text = f"{len(rows)} tasks: " + ", ".join(parts)
-    if report is not None:
-        text += f" | report {report.state.lower()} ({report.job_id})"
-    return text
-
-
-def _fmt_progress(r: Row) -> str:
-    if r.step is None:
-        return "-"
-    if r.total_steps:
-        return f"{r.step}/{r.total_steps} ({100.0 * r.step / r.total_steps:.0f}%)"
-    return str(r.step)
-
-
-def render(rows: list[Row], report: Row | None, sweep_dir: str | Path, *, full_paths: bool = False) -> str:
-    header = ["STAGE", "POINT", "SEED", "STATE", "RESTARTS", "PROGRESS", "METRIC", "JOB", "RUN"]
-    table = [header]
-    for r in rows + ([report] if report else []):
-        state = r.state + (f" ({r.reason})" if r.reason and r.state not in ("DONE", "RUNNING") else "")
-        metric = f"{r.metric}={r.value:.4g}" if r.value is not None else "-"
-        run = r.run_dir if full_paths else os.path.relpath(r.run_dir, sweep_dir)
-        table.append([r.stage, r.point, str(r.seed) if r.stage != "report" else "-", state[:40], str(r.restarts),
-                      _fmt_progress(r), metric, r.job_id, run])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    lines.append(summary(rows, report))
-    return "\n".join(lines)
-
-
-def finished(rows: list[Row], report: Row | None) -> bool:
-    """Nothing left to run: every task ended, and the report too (if there is one)."""
-    if any(r.state not in FINAL_STATES for r in rows):
-        return False
-    # Every state that will still run (SUSPENDED, REQUEUE_HOLD, ... too), and an unreadable queue, is not an end.
-    return report is None or (report.state not in ACTIVE_STATES and report.state != QUERY_FAILED)
+from jobs.sweep.status import collect, render, summary, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,22 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-paths", action="store_true", help="absolute run folders")
     args = parser.parse_args(argv)
     try:
-        while True:
-            rows, report = collect(args.sweep_dir)
-            if args.json:
-                print(json.dumps({"tasks": [asdict(r) for r in rows], "report": asdict(report) if report else None,
-                                  "summary": summary(rows, report)}))
-                return 0
-            text = render(rows, report, args.sweep_dir, full_paths=args.full_paths)
-            if args.watch is None:
-                print(text)
-                return 0
-            # Clear and redraw in place (ANSI): a live view, not a scrolling log.
-            sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S ") + str(args.sweep_dir) + "\n" + text + "\n")
-            sys.stdout.flush()
-            if finished(rows, report):
-                return 0 if all(r.state == "DONE" for r in rows) else 1
-            time.sleep(max(0.5, args.watch))
+        if args.watch is not None:
+            return 0 if watch(args.sweep_dir, args.watch, full_paths=args.full_paths) else 1
+        rows, report = collect(args.sweep_dir)
+        if args.json:
+            print(json.dumps({"tasks": [asdict(r) for r in rows], "report": asdict(report) if report else None,
+                              "summary": summary(rows, report)}))
+        else:
+            print(render(rows, report, args.sweep_dir, full_paths=args.full_paths))
+        return 0
     except ValueError as e:
         print(f"simclr-status: error: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
 from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.loop import Batch
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 
 def teacher_of(cfg: StageConfig, num_classes: int, device: torch.device) -> nn.Module:

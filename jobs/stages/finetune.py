@@ -25,7 +25,7 @@ from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.loop import Batch
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)

@@ -24,7 +24,7 @@ from jobs.config.stage import STAGES, ConfigError, StageConfig, compose, config_
 from simclr import dist
 from simclr.train.loop import EpochLoader, Evaluator, FinalEval, LoopSettings, StepFn, fit
 from simclr.train.preempt import PreemptionRequested
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 log = logging.getLogger(__name__)
 

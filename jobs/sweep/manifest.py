@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The one atomic writer; re-exported for the job layer.
-from simclr.atomic import atomic_write_text as atomic_write_text
+from simclr.atomic import atomic_write_text
 
 MANIFEST = "manifest.json"
 JOBS = "jobs.jsonl"
@@ -212,26 +211,3 @@ def latest_jobs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if isinstance(key, str):
             out[key] = r
     return out
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``status.json`` (written last by the stage), or None while it has not finished."""
-    return _read_json(Path(run_dir) / "status.json")
-
-
-def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``progress.json`` (step, total_steps, epoch, restarts), or None before the first step."""
-    return _read_json(Path(run_dir) / "progress.json")
-
-
-def is_done(run_dir: str | Path) -> bool:
-    st = read_status(run_dir)
-    return st is not None and st.get("state") == "done"

@@ -33,18 +33,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-# States in which a job still holds or will take a place in the queue.
-ACTIVE_STATES = frozenset(
-    {
-        "PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING",
-        "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED",
-    }
-)
+from jobs.sweep.states import ACTIVE, State
+
 # Pending reasons meaning "this will never start": resume cancels and resubmits such tasks.
 DEAD_REASONS = frozenset({"DependencyNeverSatisfied"})
 _ARRAY = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]+)\]$")
 # A job whose state could not be learnt because squeue failed (see the module docstring).
-QUERY_FAILED = "QUERY_FAILED"
+QUERY_FAILED = State.QUERY_FAILED.value
 
 
 class QueueUnavailable(ValueError):
@@ -64,7 +59,7 @@ class JobState:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES and self.reason not in DEAD_REASONS
+        return self.state in ACTIVE and self.reason not in DEAD_REASONS
 
 
 def expand_job_id(job_id: str) -> list[str]:
@@ -188,11 +183,11 @@ def query(job_ids: list[str], timeout_s: float = 60.0, *, require_live: bool = F
         if q is not None:
             # The queue is the live truth; the accounting adds the requeue count, and the exit code once it
             # has recorded the job's end (a lagging RUNNING record's 0:0 is not the exit code of a FAILED job).
-            exit_code = a.exit_code if a is not None and a.state not in ACTIVE_STATES else ""
+            exit_code = a.exit_code if a is not None and a.state not in ACTIVE else ""
             result[j] = JobState(j, q.state, q.reason, exit_code, a.requeues if a else 0, q.dependency)
         elif out is None:
             result[j] = a if a is not None else JobState(j, QUERY_FAILED, why)
-        elif a is not None and a.state in ACTIVE_STATES:
+        elif a is not None and a.state in ACTIVE:
             result[j] = JobState(j, "UNKNOWN", f"accounting says {a.state}, not in the queue", a.exit_code,
                                  a.requeues)
         elif a is not None:

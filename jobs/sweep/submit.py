@@ -34,7 +34,7 @@ included) apply to every task. What Slurm 22.05 offers, measured on the local cl
 The report job waits with ``afterany`` on every array, so it runs even when tasks failed: with
 ``--kill-on-invalid-dep=yes`` a task whose parent failed ends (CANCELLED) instead of pending forever.
 
-Local executor: no SLURM, no dependencies: the tasks go to one background :class:`~jobs.sweep.launch.PipelineTask`.
+Local executor: no SLURM, no dependencies: the tasks go to one background :class:`~jobs.sweep.local_pipeline.PipelineTask`.
 """
 
 from __future__ import annotations
@@ -54,20 +54,19 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config.cluster import ClusterProfile, make_executor, profile_from_dict, slurm_parameters
-from jobs.sweep.launch import DEFAULT_RUNNER, PipelineTask, ReportTask, StageTask, pipeline_state_path
+from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask
+from jobs.sweep.local_pipeline import PipelineTask, local_states
 from jobs.sweep.manifest import (
     Manifest,
     Task,
     append_jobs,
-    is_done,
     latest_jobs,
-    pid_alive,
     process_start,
     read_jobs,
-    recorded_start,
 )
 from jobs.sweep.queue import JobState, query
 from jobs.config.sweep import STAGE_ORDER
+from simclr.runfolder.read import is_done
 
 
 # How long the per-task dependency update (and its read-back) may take before the submission goes on without it.
@@ -100,35 +99,6 @@ class Plan:
     def empty(self) -> bool:
         """Nothing to submit at all, not even a report."""
         return not self.submit and not self.report_due
-
-
-def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[str, JobState]:
-    """States of local-executor tasks from their pipeline's state file (and whether it is alive)."""
-    out: dict[str, JobState] = {}
-    files: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("executor") != "local":
-            continue
-        pid = str(r["pipeline"])
-        if pid not in files:
-            import json
-
-            try:
-                files[pid] = json.loads(pipeline_state_path(sweep_dir, pid).read_text())
-            except (OSError, ValueError):
-                files[pid] = {}
-        d = files[pid]
-        # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
-        # went to another process must not look alive (its tasks would never be resubmitted).
-        alive = (pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
-                 or pid_alive(int(pid), recorded_start(r.get("pipeline_start"))))
-        st = d.get("tasks", {}).get(r.get("key"), {}) if r.get("key") else {"state": d.get("report", "PENDING")}
-        state = str(st.get("state", "PENDING"))
-        if not alive and state in ("PENDING", "RUNNING"):
-            state = "CANCELLED" if d else "UNKNOWN"
-        out[str(r["job_id"])] = JobState(str(r["job_id"]), state, str(st.get("reason", "")),
-                                         requeues=int(st.get("restarts", 0)))
-    return out
 
 
 def job_states(sweep_dir: str | Path, records: list[dict[str, Any]], *,

@@ -27,7 +27,7 @@ from torch import nn
 from simclr import dist
 from simclr.train import checkpoint as ckpt
 from simclr.train import preempt
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analysis.convergence import assess, labelled_set_size
-from analysis.metrics_file import read_metrics
+from simclr.runfolder.metrics import read_metrics
 from analysis.runfolder import read_run
 from analysis.synthetic import write_run
 

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.cli import cancel as cancel_mod
 from jobs.cli.resume import run_resume
-from jobs.cli.status import collect, finished
+from jobs.sweep.status import collect, finished
 from jobs.cli.sweep import run_sweep
 
 FAKE = "tests.jobs.fake_stage:run_stage"

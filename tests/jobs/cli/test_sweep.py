@@ -12,7 +12,7 @@ import pytest
 from jobs.cli import sweep as sweep_mod
 from jobs.sweep.manifest import read_jobs, read_manifest
 from jobs.cli.resume import run_resume
-from jobs.cli.status import collect, finished
+from jobs.sweep.status import collect, finished
 
 FAKE = "tests.jobs.fake_stage:run_stage"
 

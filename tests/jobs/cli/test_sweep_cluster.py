@@ -23,7 +23,7 @@ import torch
 
 from jobs.sweep.manifest import read_jobs, read_manifest
 from jobs.cli.resume import run_resume
-from jobs.cli.status import Row, collect, finished
+from jobs.sweep.status import Row, collect, finished
 from jobs.cli.sweep import run_sweep
 
 pytestmark = pytest.mark.slow

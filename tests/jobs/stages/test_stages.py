@@ -14,7 +14,7 @@ from jobs.config.stage import ConfigError, StageConfig, compose, to_dict
 from jobs.stages.runner import run_stage
 from simclr.train import checkpoint as ckpt
 from simclr.train import preempt
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 pytestmark = pytest.mark.slow
 torch.set_num_threads(1)  # the same numbers alone and inside the whole suite (tests/simclr/data sets 1 too)

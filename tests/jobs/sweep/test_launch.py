@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jobs.sweep import launch
+from jobs.sweep import launch, local_pipeline
 from jobs.config.cluster import load_profile, make_executor
 from jobs.sweep.launch import ReportTask, StageTask, check_parent
 
@@ -196,7 +196,7 @@ def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path:
     # pipeline 1 (a live process, its state file says it runs pretrain/a)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        state = launch.pipeline_state_path(tmp_path, str(other.pid))
+        state = local_pipeline.pipeline_state_path(tmp_path, str(other.pid))
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"job_id": str(other.pid), "pid": other.pid, "pid_start": process_start(other.pid),
                                      "tasks": {"pretrain/a": {"state": "RUNNING"}}}))
@@ -214,7 +214,7 @@ def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path:
         timer = threading.Timer(1.5, pipeline_one_finishes_the_parent)
         timer.start()
         try:  # the pipeline installs signal handlers: it runs in the main thread
-            out = launch.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)()
+            out = local_pipeline.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)()
         finally:
             timer.cancel()
         assert out == {"finetune/a1": "COMPLETED"} and seen == {"child_started_early": False}
@@ -223,7 +223,7 @@ def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path:
         (pre / "status.json").unlink()
         other.kill()
         other.wait()
-        assert launch.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)() == {
+        assert local_pipeline.PipelineTask(str(tmp_path), ["finetune/a1"], report=False, runner=FAKE)() == {
             "finetune/a1": "CANCELLED"}
     finally:
         other.kill()

@@ -1,4 +1,4 @@
-"""Sweep folder records: atomic manifest, append-only jobs.jsonl, run-folder status readers."""
+"""Sweep folder records: atomic manifest, append-only jobs.jsonl."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from simclr.atomic import atomic_write_text
 from jobs.sweep.manifest import (
     Manifest,
     Task,
     append_jobs,
-    atomic_write_text,
-    is_done,
     latest_jobs,
     read_jobs,
     read_manifest,
-    read_progress,
     write_manifest,
 )
 
@@ -62,17 +60,6 @@ def test_jobs_are_appended_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
     assert [r["job_id"] for r in recs] == ["1_0", "1_1", "7_0"]
     assert {k: r["job_id"] for k, r in latest_jobs(recs).items()} == {"a": "7_0", "b": "1_1"}
     assert read_jobs(tmp_path / "nothing") == []
-
-
-def test_run_folder_readers(tmp_path: Path) -> None:
-    assert not is_done(tmp_path) and read_progress(tmp_path) is None
-    (tmp_path / "progress.json").write_text(json.dumps({"step": 3, "total_steps": 9}))
-    (tmp_path / "status.json").write_text(json.dumps({"state": "failed"}))
-    assert read_progress(tmp_path) == {"step": 3, "total_steps": 9} and not is_done(tmp_path)
-    (tmp_path / "status.json").write_text(json.dumps({"state": "done"}))
-    assert is_done(tmp_path)
-    (tmp_path / "status.json").write_text("{not json")
-    assert not is_done(tmp_path)
 
 
 def test_an_append_after_a_torn_line_keeps_all_its_records(tmp_path: Path) -> None:

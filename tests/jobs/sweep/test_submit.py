@@ -13,7 +13,8 @@ import pytest
 
 from jobs.sweep.manifest import Manifest, Task, pid_alive
 from jobs.sweep.queue import JobState
-from jobs.sweep.submit import _ranges, local_states, plan, submit
+from jobs.sweep.local_pipeline import local_states
+from jobs.sweep.submit import _ranges, plan, submit
 
 #   pretrain/a -> finetune/a1, finetune/a2 -> distill/a1d ;  pretrain/b -> finetune/b1 ;  supervised/s
 

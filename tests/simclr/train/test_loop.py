@@ -15,7 +15,7 @@ from torch import nn
 from simclr.train import checkpoint as ckpt
 from simclr.train import preempt
 from simclr.train.loop import LoopSettings, fit
-from simclr.train.runfolder import RunFolder
+from simclr.runfolder.write import RunFolder
 
 TIMING = {"images_per_s"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.metrics_file import MetricSeries, downsample, is_lower_better, read_metrics
+from simclr.runfolder.metrics import MetricSeries, downsample, is_lower_better, read_metrics
 
 
 def _line(step: float, name: str, value: float, split: str = "train") -> str:
@@ -115,3 +115,20 @@ def test_downsample_repeated_steps_keep_last_write() -> None:
     s = MetricSeries(steps=np.array([0, 1, 2, 3, 2, 3, 4]), values=np.array([0, 1, 2, 3, 20, 30, 40.0]))
     steps, values = downsample(s, 100)
     assert steps.tolist() == [0, 1, 2, 3, 4] and values.tolist() == [0, 1, 20, 30, 40]
+
+
+def test_a_tail_read_keeps_whole_lines_only(tmp_path: Path) -> None:
+    """``tail_bytes`` (simclr-status's latest values): the line cut by the window is dropped, not misread."""
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": i, "epoch": 0, "stage": "pretrain", "split": "train", "name": "loss",
+                         "value": float(i), "time": 0.0}) for i in range(100)]
+    path.write_text("\n".join(lines) + "\n")
+    size = path.stat().st_size
+    whole = read_metrics(path, tail_bytes=size)
+    assert whole.series[("train", "loss")].steps.tolist() == list(range(100)) and not whole.problems
+    line = len(lines[-1]) + 1
+    tail = read_metrics(path, tail_bytes=3 * line + 5)  # three lines and a piece of a fourth
+    assert tail.series[("train", "loss")].steps.tolist() == [97, 98, 99] and not tail.problems
+    exact = read_metrics(path, tail_bytes=3 * line)  # the window starts exactly at a line
+    assert exact.series[("train", "loss")].steps.tolist() == [97, 98, 99]
+    assert read_metrics(path, tail_bytes=line - 1).series == {}

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from simclr.atomic import atomic_write_json, atomic_write_text
+from simclr.runfolder.layout import CHECKPOINTS, CONFIG_JSON, CONFIG_YAML, METRICS, PROGRESS, STATUS, RunState
+from simclr.runfolder.read import read_json_object, read_progress, read_status
 
 
 class RunFolder:
@@ -29,19 +31,19 @@ class RunFolder:
     # ---- paths -------------------------------------------------------------------------------
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS
 
     @property
     def status_path(self) -> Path:
-        return self.path / "status.json"
+        return self.path / STATUS
 
     @property
     def progress_path(self) -> Path:
-        return self.path / "progress.json"
+        return self.path / PROGRESS
 
     # ---- config ------------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
@@ -49,27 +51,27 @@ class RunFolder:
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=True))
-        atomic_write_json(self.path / "config.json", config)
+        atomic_write_text(self.path / CONFIG_YAML, yaml.safe_dump(config, sort_keys=True))
+        atomic_write_json(self.path / CONFIG_JSON, config)
 
     def read_config(self) -> dict[str, Any]:
-        with open(self.path / "config.json") as f:
-            config: dict[str, Any] = json.load(f)
+        """The saved config; FileNotFoundError when there is none, ValueError when it is damaged."""
+        problems: list[str] = []
+        config = read_json_object(self.path / CONFIG_JSON, problems)
+        if config is None:
+            if problems:
+                raise ValueError(problems[0])
+            raise FileNotFoundError(self.path / CONFIG_JSON)
         return config
 
     # ---- status ------------------------------------------------------------------------------
     def read_status(self) -> dict[str, Any] | None:
         """The final status record, or None when the run has not finished."""
-        try:
-            with open(self.status_path) as f:
-                status: dict[str, Any] = json.load(f)
-            return status
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return read_status(self.path)
 
     def is_done(self) -> bool:
         s = self.read_status()
-        return s is not None and s.get("state") == "done"
+        return s is not None and s.get("state") == RunState.DONE.value
 
     def clear_status(self) -> None:
         """A (re)started run is not finished: drop a previous failed status."""
@@ -91,12 +93,7 @@ class RunFolder:
             atomic_write_json(self.progress_path, {**fields, "time": time.time()})
 
     def read_progress(self) -> dict[str, Any]:
-        try:
-            with open(self.progress_path) as f:
-                progress: dict[str, Any] = json.load(f)
-            return progress
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_progress(self.path) or {}
 
     # ---- metrics -----------------------------------------------------------------------------
     def metrics_offset(self) -> int:

@@ -1,6 +1,6 @@
 """Reading one run's ``metrics.jsonl`` fast and forgivingly.
 
-The writer (``simclr/train``) appends one JSON object per line::
+The writer (``write.py``, :meth:`RunFolder.log`) appends one JSON object per line::
 
     {"step": int, "epoch": int, "stage": str, "split": "train"|"val"|"test",
      "name": str, "value": float, "time": float}
@@ -83,14 +83,17 @@ def _parse_lines(lines: list[bytes], problems: list[str], first_lineno: int = 1)
     return records
 
 
-def read_metrics(path: str | Path) -> MetricsRead:
+def read_metrics(path: str | Path, *, tail_bytes: int | None = None) -> MetricsRead:
     """Read ``metrics.jsonl`` into per-``(split, name)`` series.
+
+    ``tail_bytes``: read only the file's last ``tail_bytes`` bytes (the latest values of a long log, as
+    ``simclr-status`` shows them); the line cut at the start of that window is dropped unseen.
 
     Tolerates, each with a line in ``problems``: a truncated last line (ignored), a bad line in the
     middle (skipped), records lacking a key, with a non-numeric value or with a step that is not a whole
     number (skipped). A missing file raises ``FileNotFoundError`` (the caller decides whether that is a problem).
     """
-    raw = Path(path).read_bytes()
+    raw = _read_tail(Path(path), tail_bytes) if tail_bytes is not None else Path(path).read_bytes()
     out = MetricsRead()
     if not raw.strip():
         return out
@@ -161,6 +164,18 @@ def read_metrics(path: str | Path) -> MetricsRead:
         n_kept += v.size
     out.n_lines = n_kept
     return out
+
+
+def _read_tail(path: Path, tail_bytes: int) -> bytes:
+    """The whole lines among the last ``tail_bytes`` bytes of ``path`` (a torn last line included)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        start = max(0, size - tail_bytes)
+        f.seek(max(0, start - 1))  # one byte early: whether the window starts a line
+        raw = f.read()
+    if start > 0:  # drop up to the first newline: the part of a line cut by the window
+        raw = raw[raw.find(b"\n") + 1:] if b"\n" in raw else b""
+    return raw
 
 
 # Typed as taking and giving anything: a record that is not a dict makes them raise, and _series_fast checks the

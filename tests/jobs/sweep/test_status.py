@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import status as status_mod
+from jobs.cli import status as status_cli
+from jobs.sweep import status as status_mod
 from jobs.sweep import submit as submit_mod
 from jobs.sweep.manifest import Manifest, Task, append_jobs, write_manifest
 from jobs.sweep.queue import JobState
@@ -72,12 +73,12 @@ def test_rows_combine_run_folders_and_slurm(tmp_path: Path, monkeypatch: pytest.
 def test_table_and_json_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     sweep = _sweep(tmp_path, monkeypatch, STATES)
-    assert status_mod.main([str(sweep)]) == 0
+    assert status_cli.main([str(sweep)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["STAGE", "POINT", "SEED", "STATE", "RESTARTS", "PROGRESS", "METRIC", "JOB", "RUN"]
     assert len(out) == 1 + 5 + 1 + 1  # header, tasks, report, summary
     assert "runs/pretrain/b-00000000-s0" in out[2] and "10/40 (25%)" in out[2]
-    assert status_mod.main([str(sweep), "--json"]) == 0
+    assert status_cli.main([str(sweep), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [t["state"] for t in data["tasks"]] == ["DONE", "RUNNING", "FAILED", "PENDING", "NOT_SUBMITTED"]
 
@@ -87,12 +88,12 @@ def test_watch_ends_when_everything_ended(tmp_path: Path, monkeypatch: pytest.Mo
     ended = {k: JobState(k, "CANCELLED") for k in ("5_1", "5_3")} | {"5_0": STATES["5_0"], "5_2": STATES["5_2"],
                                                                      "7": JobState("7", "COMPLETED")}
     sweep = _sweep(tmp_path, monkeypatch, ended)
-    assert status_mod.main([str(sweep), "--watch", "0.1"]) == 1  # ended, not all done
+    assert status_cli.main([str(sweep), "--watch", "0.1"]) == 1  # ended, not all done
     assert "report completed" in capsys.readouterr().out
 
 
 def test_not_a_sweep_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert status_mod.main([str(tmp_path)]) == 2
+    assert status_cli.main([str(tmp_path)]) == 2
     assert "manifest.json" in capsys.readouterr().err
 
 

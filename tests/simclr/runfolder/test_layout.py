@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simclr.runfolder import locate_run_dir, relative_run_dir
+from simclr.runfolder.layout import locate_run_dir, relative_run_dir
 
 
 def test_a_recorded_run_folder_is_found_under_the_copy() -> None:
