@@ -21,7 +21,7 @@ from torch import nn
 from jobs.stages import builders
 from jobs.config.stage import StageConfig, from_dict
 from jobs.stages.finetune import classifier, load_trained
-from jobs.stages.runner import StageParts, stage_main
+from jobs.stages.parts import StageParts
 from simclr import dist
 from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
@@ -124,11 +124,3 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         evaluators=(lambda m, epoch: evaluate(m),),
         final_eval=evaluate,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("distill", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,7 +18,7 @@ from torch import nn
 
 from jobs.stages import builders
 from jobs.config.stage import StageConfig, from_dict
-from jobs.stages.runner import StageParts, stage_main
+from jobs.stages.parts import StageParts
 from simclr import dist
 from simclr.data.loader import Mode
 from simclr.models.simclr import Classifier
@@ -118,11 +118,3 @@ def build_classifier_stage(
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     return build_classifier_stage(cfg, device, pretrained=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("finetune", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,16 +6,8 @@ import torch
 
 from jobs.config.stage import StageConfig
 from jobs.stages.finetune import build_classifier_stage
-from jobs.stages.runner import StageParts, stage_main
+from jobs.stages.parts import StageParts
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
     return build_classifier_stage(cfg, device, pretrained=True, freeze_backbone=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("linear_eval", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,7 +13,7 @@ from torch import nn
 
 from jobs.stages import builders
 from jobs.config.stage import StageConfig
-from jobs.stages.runner import StageParts, stage_main
+from jobs.stages.parts import StageParts
 from simclr import dist
 from simclr.losses.ntxent import nt_xent
 from simclr.train.evaluate import EvalBatches, classify, embed, knn_evaluator, knn_top1
@@ -89,11 +89,3 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         evaluators=tuple(evaluators),
         final_eval=final_eval,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    return stage_main("pretrain", argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

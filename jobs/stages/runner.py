@@ -8,38 +8,23 @@ status is *done* returns that status at once.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from jobs.stages import builders
-from jobs.config.stage import STAGES, ConfigError, StageConfig, compose, config_changes, from_dict, to_dict
+from jobs.stages.parts import StageParts
+from jobs.stages.registry import BUILDERS
+from jobs.config.stage import ConfigError, StageConfig, config_changes, from_dict, to_dict
 from simclr import dist
-from simclr.train.loop import EpochLoader, Evaluator, FinalEval, LoopSettings, StepFn, fit
+from simclr.train.loop import LoopSettings, fit
 from simclr.train.preempt import PreemptionRequested
+from simclr.runfolder.layout import RunState
 from simclr.runfolder.write import RunFolder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageParts:
-    """What a stage injects into the loop (``jobs/<stage>.py::build`` returns one)."""
-
-    model: nn.Module
-    loader: EpochLoader
-    optimizer: torch.optim.Optimizer
-    lr_at: Callable[[int], float]
-    step_fn: StepFn
-    evaluators: tuple[Evaluator, ...] = ()
-    final_eval: FinalEval | None = None
 
 
 def settings_of(cfg: StageConfig) -> LoopSettings:
@@ -93,18 +78,17 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
     try:
         check_same_run(run, cfg)
         done = run.read_status()
-        if done is not None and done.get("state") == "done":
+        if done is not None and done.get("state") == RunState.DONE.value:
             log.info("%s is done already: skipped", cfg.run_dir)
             return done
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.seed)
         device = builders.device()
-        stage = importlib.import_module(f"jobs.{cfg.stage}")
         try:
             # The config is valid (checked above, before the folder is touched); what fails from here on
             # (missing data, a parent run that is not done, training errors) is recorded in status.json.
-            parts: StageParts = stage.build(cfg, device)
+            parts: StageParts = BUILDERS[cfg.stage](cfg, device)
             resolved = to_dict(cfg)
             run.write_config(resolved)
             result = fit(
@@ -123,26 +107,9 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
         except PreemptionRequested:
             raise
         except BaseException as e:
-            run.write_status("failed", reason=f"{type(e).__name__}: {e}", world_size=dist.world_size())
+            run.write_status(RunState.FAILED.value, reason=f"{type(e).__name__}: {e}", world_size=dist.world_size())
             raise
         return result.status
     finally:
         if started_dist:
             dist.cleanup()
-
-
-def stage_main(stage: str, argv: list[str] | None = None) -> int:
-    """``python -m jobs.<stage> [hydra overrides...]``: run one stage in this process (no SLURM)."""
-    assert stage in STAGES
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(
-            f"usage: python -m jobs.{stage} run_dir=PATH [parent=RUN] [model=NAME] [data.root=PATH] [key=value ...]\n"
-            f"Hydra overrides on jobs/conf/{stage}.yaml; see jobs/config/stage.py for every key and its default."
-        )
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = compose(stage, args)
-    status = run_stage(cfg)
-    print(f"{stage}: {status['state']} {status.get('final', {})}")
-    return 0 if status["state"] == "done" else 1
