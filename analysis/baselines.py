@@ -185,17 +185,13 @@ def _for_config(cfg: dict[str, Any], cache_dir: Path | None, memo: dict[Path, Pi
 def pixel_knn_for_runs(run_paths: Iterable[str | Path], *, cache_dir: Path | None = None) -> dict[str, PixelKnn]:
     """For every PRETRAIN run folder among run_paths (read its config.json; others skipped), the pixel-kNN
     baseline of its data root and monitor settings, computed once per distinct cache key. Keyed by str(path)."""
-    from analysis.runfolder import _load_config  # the one reader of a run folder's config (json, else yaml)
+    from simclr.runfolder.read import read_config  # here: importing this module loads nothing of simclr
 
     out: dict[str, PixelKnn] = {}
     memo: dict[Path, PixelKnn] = {}
     for run in run_paths:
         folder = Path(run)
-        try:
-            names = set(os.listdir(folder))
-        except OSError:
-            continue
-        cfg = _load_config(folder, names, [])
+        cfg = read_config(folder)
         if cfg is None or cfg.get("stage") != "pretrain":
             continue
         out[str(run)] = _for_config(cfg, cache_dir, memo)

@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.runfolder import MODEL_AXES, RunRead, is_run_folder, read_run
-from simclr.runfolder.layout import locate_run_dir
+from analysis.runfolder import MODEL_AXES, RunRead, read_run
+from simclr.runfolder.layout import is_run_folder, locate_run_dir
 
 __all__ = ["Collection", "collect", "find_run_folders", "BASE_COLUMNS"]
 
@@ -196,7 +196,7 @@ def _resolve_teachers(runs: pd.DataFrame, warnings: list[str]) -> None:
         runs.at[i, "teacher_top1"] = runs.at[cand, "top1"] if runs.at[cand, "state"] == "done" else math.nan
         runs.at[i, "teacher_ft_proj_selector"] = runs.at[cand, "ft_proj_selector"]
         runs.at[i, "teacher_label_fraction"] = runs.at[cand, "label_fraction"]
-        for axis in MODEL_AXES:  # config["teacher"]["model"] wins; the teacher's own config fills gaps
+        for axis in MODEL_AXES:  # the teacher's own config
             col = f"teacher_{axis}"
             if pd.isna(runs.at[i, col]):
                 runs.at[i, col] = runs.at[cand, axis]

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from analysis.groups import BACKBONE, HEAD, disambiguate
 from analysis.labels import fraction_label, is_missing, model_label, num_label
-from analysis.runfolder import STAGES
+from simclr.runfolder.layout import STAGES
 
 __all__ = ["FigureFile", "save_figure", "top1_vs_params", "gain_vs_params", "head_ablation", "distillation",
            "training_curves", "all_figures", "MAX_LINES"]

@@ -11,10 +11,8 @@ bad run must not stop the report over a thousand good ones.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,20 +20,23 @@ from typing import Any
 import numpy as np
 
 from analysis.convergence import assess, cut_by_max_steps, train_config
+from simclr.runfolder.layout import (
+    CHECKPOINTS,
+    CONFIG_JSON,
+    CONFIG_YAML,
+    METRICS,
+    PROGRESS,
+    STAGES,
+    STATUS,
+    RunState,
+    checkpoint_step,
+    parse_run_name,
+)
 from simclr.runfolder.metrics import MetricsRead, downsample, read_metrics
+from simclr.runfolder.read import read_config, read_json_object
 
-__all__ = [
-    "STAGES",
-    "CLASSIFIER_STAGES",
-    "MODEL_AXES",
-    "RUN_MARKERS",
-    "RunRead",
-    "is_run_folder",
-    "parse_run_name",
-    "read_run",
-]
+__all__ = ["CLASSIFIER_STAGES", "MODEL_AXES", "RunRead", "read_run"]
 
-STAGES: tuple[str, ...] = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 # Stages whose result is a classifier with a test top-1 in status.json's final["test/top1"].
 CLASSIFIER_STAGES: tuple[str, ...] = ("finetune", "distill", "supervised", "linear_eval")
 # config["model"] keys copied as columns, with the type each is coerced to.
@@ -47,14 +48,6 @@ MODEL_AXES: dict[str, type] = {
     "num_proj_layers": int,
     "proj_out_dim": int,
 }
-# Any of these files makes a folder a run folder (a killed run may have only some of them).
-RUN_MARKERS: frozenset[str] = frozenset(
-    {"config.json", "config.yaml", "metrics.jsonl", "progress.json", "status.json"}
-)
-_RUN_NAME = re.compile(r"^(?P<point>.+)-(?P<hash>[0-9a-f]{8})-s(?P<seed>\d+)$")
-_CKPT_NAME = re.compile(r"^ckpt-(?P<step>\d+)\.pt$")
-
-
 @dataclass
 class RunRead:
     """A run folder, read: ``row`` (flat, JSON-able values), curves by (split, name), warnings."""
@@ -62,57 +55,6 @@ class RunRead:
     row: dict[str, Any]
     curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def is_run_folder(names: set[str] | frozenset[str]) -> bool:
-    """Whether a folder holding the file names ``names`` is a run folder."""
-    return not RUN_MARKERS.isdisjoint(names)
-
-
-def parse_run_name(name: str) -> tuple[str | None, str | None, int | None]:
-    """``<readable-name>-<hash8>-s<seed>`` -> (readable name, hash8, seed); Nones if it does not match."""
-    m = _RUN_NAME.match(name)
-    if m is None:
-        return None, None, None
-    return m["point"], m["hash"], int(m["seed"])
-
-
-def _load_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None (with a warning) if it is unreadable or not an object."""
-    try:
-        with open(path, "rb") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        warnings.append(f"{path}: unreadable JSON ({err}); ignored")
-        return None
-    if not isinstance(obj, dict):
-        warnings.append(f"{path}: expected a JSON object, got {type(obj).__name__}; ignored")
-        return None
-    return obj
-
-
-def _load_config(folder: Path, names: set[str], warnings: list[str]) -> dict[str, Any] | None:
-    """config.json, else config.yaml (same content per the contract); None if neither is usable."""
-    if "config.json" in names:
-        cfg = _load_json(folder / "config.json", warnings)
-        if cfg is not None:
-            return cfg
-    if "config.yaml" in names:
-        path = folder / "config.yaml"
-        try:
-            import yaml  # only needed when config.json is missing or broken
-
-            with open(path, encoding="utf-8") as f:
-                cfg = yaml.safe_load(f)
-        except Exception as err:  # yaml.YAMLError, OSError, UnicodeDecodeError
-            warnings.append(f"{path}: unreadable YAML ({err}); ignored")
-            return None
-        if isinstance(cfg, dict):
-            return cfg
-        warnings.append(f"{path}: expected a mapping; ignored")
-    return None
 
 
 def _coerce(value: Any, kind: type, where: str, warnings: list[str]) -> Any:
@@ -129,10 +71,8 @@ def _coerce(value: Any, kind: type, where: str, warnings: list[str]) -> Any:
     return missing
 
 
-def _stage_value(cfg: dict[str, Any], key: str) -> Any:
-    """``cfg[key]``, else ``cfg["finetune"][key]``; None when neither is there."""
-    if key in cfg:
-        return cfg[key]
+def _finetune_value(cfg: dict[str, Any], key: str) -> Any:
+    """``cfg["finetune"][key]`` (jobs.config.stage.FinetuneConfig); None when it is not there."""
     section = cfg.get("finetune")
     return section.get(key) if isinstance(section, dict) else None
 
@@ -151,7 +91,7 @@ def _model_axes(model: Any, prefix: str, where: str, warnings: list[str]) -> dic
 def _checkpoints(folder: Path) -> tuple[int, float]:
     """(number of checkpoints, step of the newest) from file names only; (0, NaN) if none."""
     try:
-        steps = [int(m["step"]) for n in os.listdir(folder / "checkpoints") if (m := _CKPT_NAME.match(n))]
+        steps = [step for n in os.listdir(folder / CHECKPOINTS) if (step := checkpoint_step(n)) is not None]
     except OSError:
         return 0, math.nan
     return len(steps), (float(max(steps)) if steps else math.nan)
@@ -171,9 +111,9 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     row: dict[str, Any] = {"run": folder.name, "path": str(folder), "config_id": hash8}
 
     # --- config: the axes --------------------------------------------------------------------
-    cfg = _load_config(folder, names, warnings)
+    cfg = read_config(folder, warnings, names)
     row["has_config"] = cfg is not None
-    cfg_where = str(folder / ("config.json" if "config.json" in names else "config.yaml"))
+    cfg_where = str(folder / (CONFIG_JSON if CONFIG_JSON in names else CONFIG_YAML))
     if cfg is None:
         warnings.append(f"{folder}: no usable config.json/config.yaml; run listed, left out of the numbers")
         cfg = {}
@@ -192,37 +132,29 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     if row["config_id"] is None:  # folder not named per contract: fall back to the point name
         row["config_id"] = row["point"]
     row.update(_model_axes(cfg.get("model"), "", cfg_where, warnings) if cfg else _model_axes({}, "", "", []))
-    # Stage axes: top level per docs/CONTRACTS.md, else under "finetune" (jobs.config.stage.FinetuneConfig),
-    # and only where the stage uses them (a pretrain config still carries the finetune defaults).
-    ft_sel = _stage_value(cfg, "ft_proj_selector") if stage in ("finetune", "linear_eval") else None
-    fraction = _stage_value(cfg, "label_fraction") if stage in CLASSIFIER_STAGES else None
+    # Stage axes, only where the stage uses them (every config carries the finetune section's defaults).
+    ft_sel = _finetune_value(cfg, "ft_proj_selector") if stage in ("finetune", "linear_eval") else None
+    fraction = _finetune_value(cfg, "label_fraction") if stage in CLASSIFIER_STAGES else None
     row["ft_proj_selector"] = _coerce(ft_sel, int, f"{cfg_where}: ft_proj_selector", warnings)
     row["label_fraction"] = _coerce(fraction, float, f"{cfg_where}: label_fraction", warnings)
-    # The teacher: config["teacher"] = {"run", "model"} per the contract; jobs/stages/distill.py keeps it in
-    # "parent" (the fine-tuned teacher's run folder), its model then comes from that run's config.
-    teacher = cfg.get("teacher")
-    if stage == "distill" and not isinstance(teacher, dict):
-        if isinstance(cfg.get("parent"), str) and cfg.get("parent"):
-            teacher = {"run": cfg["parent"]}
-        else:
-            warnings.append(f"{cfg_where}: distill run without 'teacher' or 'parent'; teacher unknown")
-    teacher = teacher if isinstance(teacher, dict) else {}
-    t_run = teacher.get("run")
-    t_ref = t_run if isinstance(t_run, str) and t_run else None
+    # A distillation's teacher is its parent (a fine-tuned run); collect fills its model from that run's row.
+    parent = cfg.get("parent")
+    t_ref = parent if stage == "distill" and isinstance(parent, str) and parent else None
+    if stage == "distill" and t_ref is None:
+        warnings.append(f"{cfg_where}: distill run without a 'parent' (its teacher); teacher unknown")
     row["teacher_ref"] = t_ref
     row["teacher_run"] = Path(t_ref).name if t_ref else None
-    row.update(_model_axes(teacher.get("model"), "teacher_", cfg_where + " teacher", warnings) if teacher
-               else _model_axes({}, "teacher_", "", []))
+    row.update(_model_axes({}, "teacher_", "", []))
     parent = cfg.get("parent")
     row["parent"] = Path(parent).name if isinstance(parent, str) and parent else None
 
     # --- progress / status: how far, and did it finish --------------------------------------
-    progress = _load_json(folder / "progress.json", warnings) if "progress.json" in names else None
-    status = _load_json(folder / "status.json", warnings) if "status.json" in names else None
+    progress = read_json_object(folder / PROGRESS, warnings) if PROGRESS in names else None
+    status = read_json_object(folder / STATUS, warnings) if STATUS in names else None
     prog = progress or {}
     row["restarts"] = (status or {}).get("restarts", prog.get("restarts", math.nan))
     row["epoch"] = prog.get("epoch", math.nan)
-    if status is not None and status.get("state") in ("done", "failed"):
+    if status is not None and status.get("state") in (RunState.DONE.value, RunState.FAILED.value):
         row["state"] = status["state"]
         reason = status.get("reason")
         row["reason"] = str(reason) if reason is not None else None
@@ -259,13 +191,13 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
         row["gpu_hours"] = math.nan
     else:
         row["gpu_hours"] = row["device_hours"] if ("cuda" in device or "gpu" in device) else 0.0
-    row["n_ckpts"], row["last_ckpt_step"] = _checkpoints(folder) if "checkpoints" in names else (0, math.nan)
+    row["n_ckpts"], row["last_ckpt_step"] = _checkpoints(folder) if CHECKPOINTS in names else (0, math.nan)
 
     # --- metrics: best/last per series and the curves ----------------------------------------
     metrics = MetricsRead()
-    if "metrics.jsonl" in names:
+    if METRICS in names:
         try:
-            metrics = read_metrics(folder / "metrics.jsonl")
+            metrics = read_metrics(folder / METRICS)
         except OSError as err:
             warnings.append(f"{folder / 'metrics.jsonl'}: unreadable ({err})")
         for problem in metrics.problems:

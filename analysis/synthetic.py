@@ -1,29 +1,47 @@
-"""Synthetic run folders written exactly per docs/CONTRACTS.md, with numbers the caller chooses.
+"""Synthetic run folders in exactly the format the training loop writes, with numbers the caller chooses.
 
-Used by the tests (known numbers in, exact table values out), by ``benchmarks/report.py`` (a
-thousand folders of a thousand metric lines) and handy for trying the report without a cluster.
-The damage that real sweeps leave behind (no config, a truncated last metrics line, a missing
-final metric, an unfinished or failed run) is one keyword away.
+Used by the tests (known numbers in, exact table values out), by ``benchmarks/report.py`` (a thousand folders
+of a thousand metric lines) and handy for trying the report without a cluster. The config is the stage
+schema's own resolved config (``jobs.config.stage``, every key the loop saves) with the caller's values; the
+folder is named by :mod:`simclr.runfolder.layout`. ``tests/jobs/stages/test_stages.py`` checks that a
+synthetic folder has the files, keys and value types of a real one. The damage that real sweeps leave behind
+(no config, a truncated last metrics line, a missing final metric, an unfinished or failed run) is one
+keyword away.
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["model_config", "write_run", "run_folder_name"]
+from simclr.runfolder.layout import (
+    CHECKPOINTS,
+    CONFIG_JSON,
+    CONFIG_YAML,
+    METRICS,
+    PROGRESS,
+    STATUS,
+    checkpoint_name,
+    digest,
+    run_folder_name,
+)
 
+__all__ = ["model_config", "stage_config", "write_run"]
+
+# The series each stage logs as it trains (simclr.train.loop: "train" every log_every steps, "val" from the
+# epoch-end evaluators); a finished run's final evaluation adds one "test" line per entry of its final record.
 _STAGE_SERIES: dict[str, tuple[tuple[str, str], ...]] = {
     "pretrain": (("train", "loss"), ("train", "lr"), ("train", "contrastive_acc"),
-                 ("val", "probe_top1"), ("val", "knn_top1")),
-    "finetune": (("train", "loss"), ("train", "lr"), ("val", "top1")),
-    "supervised": (("train", "loss"), ("train", "lr"), ("val", "top1")),
-    "linear_eval": (("train", "loss"), ("train", "lr"), ("val", "top1")),
-    "distill": (("train", "distill_loss"), ("train", "lr"), ("train", "agreement"), ("val", "top1")),
+                 ("train", "probe_top1"), ("val", "knn_top1")),
+    "finetune": (("train", "loss"), ("train", "lr"), ("train", "top1")),
+    "supervised": (("train", "loss"), ("train", "lr"), ("train", "top1")),
+    "linear_eval": (("train", "loss"), ("train", "lr"), ("train", "top1")),
+    "distill": (("train", "distill_loss"), ("train", "lr"), ("train", "agreement")),
 }
 
 
@@ -34,11 +52,29 @@ def model_config(depth: int = 18, width: float = 1.0, sk_ratio: float = 0.0, cif
             "num_proj_layers": num_proj_layers, "proj_out_dim": proj_out_dim}
 
 
-def run_folder_name(config: dict[str, Any]) -> str:
-    """``<point>-<hash8>-s<seed>``: the hash is of the config without its seed (one config point)."""
-    point_cfg = {k: v for k, v in config.items() if k != "seed"}
-    digest = hashlib.sha1(json.dumps(point_cfg, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{config['point']}-{digest}-s{config['seed']}"
+@functools.cache
+def _schema_config() -> dict[str, Any]:
+    from jobs.config.stage import StageConfig, to_dict  # the schema only: torch-free
+
+    return to_dict(StageConfig())
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """``extra`` into ``base`` in place, section by section (``{"train": {"epochs": 5}}`` keeps the rest)."""
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def stage_config(stage: str, **values: Any) -> dict[str, Any]:
+    """The resolved config the loop saves for a ``stage`` run: the schema's defaults, then ``values`` merged in
+    section by section."""
+    config = copy.deepcopy(_schema_config())
+    config["stage"] = stage
+    _merge(config, values)
+    return config
 
 
 def _metric_value(name: str, step: int, total: int, seed: int, final: float) -> float:
@@ -60,7 +96,6 @@ def write_run(
     ft_proj_selector: int | None = None,
     label_fraction: float | None = None,
     teacher: str | None = None,
-    teacher_model: dict[str, Any] | None = None,
     sweep: str | None = "synthetic",
     point: str | None = None,
     state: str = "done",
@@ -78,7 +113,6 @@ def write_run(
     config_format: str = "both",
     truncate_last_line: bool = False,
     extra_config: dict[str, Any] | None = None,
-    style: str = "contract",
     curves: Mapping[str, Callable[[float], float]] | None = None,
     parent: str | None = None,
 ) -> Path:
@@ -106,25 +140,26 @@ def write_run(
             point += f"-ft{ft_proj_selector}"
         if label_fraction is not None:
             point += f"-lf{label_fraction:g}"
-        if teacher_model is not None:
-            point += f"-t{teacher_model['depth']}w{teacher_model['width']:g}"
-    config: dict[str, Any] = {"stage": stage, "seed": seed, "sweep": sweep, "point": point, "model": model}
-    if style == "contract":
-        config.update(ft_proj_selector=ft_proj_selector, label_fraction=label_fraction, parent=parent,
-                      teacher=({"run": teacher, "model": teacher_model} if teacher is not None else None))
-    else:
-        config.update(parent=teacher, finetune={"ft_proj_selector": 1 if ft_proj_selector is None else ft_proj_selector,
-                                                "label_fraction": 0.01 if label_fraction is None else label_fraction})
-    config.update(extra_config or {})
-    folder = Path(root) / "runs" / stage / run_folder_name(config)
+    finetune: dict[str, Any] = {}
+    if ft_proj_selector is not None:
+        finetune["ft_proj_selector"] = ft_proj_selector
+    if label_fraction is not None:
+        finetune["label_fraction"] = label_fraction
+    # A distillation's parent is its teacher (a fine-tuned run); the others' is the run they start from.
+    config = stage_config(stage, seed=seed, sweep=sweep, point=point, model=model, finetune=finetune,
+                          parent=teacher if stage == "distill" and teacher is not None else parent)
+    _merge(config, extra_config or {})
+    point_cfg = {k: v for k, v in config.items() if k not in ("seed", "run_dir")}
+    folder = Path(root) / "runs" / stage / run_folder_name(point, digest(point_cfg), seed)
+    config["run_dir"] = str(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if write_config:
         if config_format in ("json", "both"):
-            (folder / "config.json").write_text(json.dumps(config, indent=1))
+            (folder / CONFIG_JSON).write_text(json.dumps(config, indent=1))
         if config_format in ("yaml", "both"):
             import yaml
 
-            (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (folder / CONFIG_YAML).write_text(yaml.safe_dump(config, sort_keys=True))
     if state == "queued":
         return folder
 
@@ -146,25 +181,32 @@ def write_run(
                                                                                   acc_final)
         lines.append(f'{{"step": {step}, "epoch": {step * 10 // max(total_steps, 1)}, "stage": "{stage}", '
                      f'"split": "{split}", "name": "{name}", "value": {float(value)!r}, "time": {t0 + i}}}\n')
-    text = "".join(lines)
-    if truncate_last_line:
-        text += '{"step": 99, "epoch": 9, "stage": "' + stage + '", "split": "tr'
-    (folder / "metrics.jsonl").write_text(text)
-    (folder / "progress.json").write_text(json.dumps(
-        {"step": last_step, "total_steps": total_steps, "epoch": last_step * 10 // max(total_steps, 1),
-         "restarts": 0, "time": t0 + metric_lines}))
-    ckpt = folder / "checkpoints"
-    ckpt.mkdir(exist_ok=True)
-    (ckpt / f"ckpt-{last_step:08d}.pt").write_bytes(b"")
+    fin: dict[str, float] = {}
     if finished:
-        fin: dict[str, float] = {}
         if top1 is not None:
             fin["test/top1"] = top1
         if top5 is not None:
             fin["test/top5"] = top5
         fin.update(final or {})
-        (folder / "status.json").write_text(json.dumps({
+        for i, (key, val) in enumerate(fin.items()):
+            split, name = key.split("/", 1) if "/" in key else ("test", key)
+            lines.append(f'{{"step": {last_step}, "epoch": {last_step * 10 // max(total_steps, 1)}, "stage": '
+                         f'"{stage}", "split": "{split}", "name": "{name}", "value": {float(val)!r}, '
+                         f'"time": {t0 + metric_lines + i}}}\n')
+    text = "".join(lines)
+    if truncate_last_line:
+        text += '{"step": 99, "epoch": 9, "stage": "' + stage + '", "split": "tr'
+    (folder / METRICS).write_text(text)
+    (folder / PROGRESS).write_text(json.dumps(
+        {"step": last_step, "total_steps": total_steps, "epoch": last_step * 10 // max(total_steps, 1),
+         "restarts": 0, "time": t0 + metric_lines}))
+    ckpt = folder / CHECKPOINTS
+    ckpt.mkdir(exist_ok=True)
+    (ckpt / checkpoint_name(last_step)).write_bytes(b"")
+    if finished:
+        (folder / STATUS).write_text(json.dumps({
             "state": state, "reason": reason if state == "failed" else None, "step": last_step,
             "total_steps": total_steps, "wall_time_s": wall_time_s, "params": params,
-            "world_size": world_size, "device": device, "final": fin, "time": t0 + metric_lines + 1}))
+            "world_size": world_size, "device": device, "final": fin, "restarts": 0,
+            "time": t0 + metric_lines + 1}))
     return folder

@@ -33,7 +33,7 @@ from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, distinct_labels, group_r
 from analysis.labels import (fraction_label, ft_label, gain_label, head_label, is_missing, mean_std_label,
                              model_label, num_label, params_label)
 from analysis.paper import PAPER_COLUMN, paper_direction, paper_row
-from analysis.runfolder import STAGES
+from simclr.runfolder.layout import STAGES
 from analysis.table_render import Table
 
 __all__ = [

@@ -61,7 +61,7 @@ def make_sweep(root: Path, n_runs: int, lines: int) -> int:
                 points.append(dict(stage="supervised", label_fraction=lf, top1=base - 15 * (1 - lf) + size))
             points.append(dict(stage="linear_eval", label_fraction=1.0, top1=55 + size))
             points.append(dict(stage="distill", label_fraction=0.1, top1=58 + size,
-                               teacher=f"finetune-teacher-0123abcd-s{seed}", teacher_model=m))
+                               teacher=f"finetune-teacher-0123abcd-s{seed}"))
             for pt in points:
                 if written >= n_runs - n_bad:
                     return written + _bad_runs(root, n_bad, lines)

@@ -17,8 +17,8 @@ from typing import Any
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from jobs.config.structured import merge_onto, plain_dict
+from simclr.runfolder.layout import STAGES
 
-STAGES = ("pretrain", "finetune", "distill", "supervised", "linear_eval")
 DEPTHS = (18, 34, 50, 101, 152, 200)
 DISTILL_INITS = ("scratch", "pretrained", "teacher")
 TEACHER_VIEWS = ("augmented", "clean")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 import json
 import re
@@ -32,10 +31,11 @@ from typing import Any
 from omegaconf.errors import OmegaConfBaseException
 
 from jobs.config.cluster import ClusterProfile, profile_from_dict, profile_to_dict
-from jobs.config.stage import RESTART_FREE_KEYS, STAGES, StageConfig, flatten, from_dict, to_dict, validate
+from jobs.config.stage import RESTART_FREE_KEYS, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.sweep.manifest import Task
 from jobs.config.structured import merge_onto, plain_dict
 from jobs.config.sweep import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
+from simclr.runfolder.layout import STAGES, digest, point_name, run_folder_name
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Short names for the usual ablation axes in readable point names (SimCLRv2 sec. 4 ablations).
@@ -54,7 +54,6 @@ AXIS_ABBREV: dict[str, str] = {
 }
 _HASH_EXCLUDE = ("run_dir", "seed", "sweep", "point")
 _STAGE_FIELDS = frozenset(StageConfig.__dataclass_fields__) - {"stage"}
-_SEED_SUFFIX = re.compile(r"-s\d+$")
 _UNQUOTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -348,9 +347,8 @@ def config_hash(config: dict[str, Any]) -> str:
         if isinstance(c.get(section), dict) and name in c[section]:
             c[section][name] = default
     if c.get("parent"):
-        c["parent"] = _SEED_SUFFIX.sub("", Path(str(c["parent"])).name)
-    blob = json.dumps(c, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
+        c["parent"] = point_name(str(c["parent"]))
+    return digest(c)
 
 
 def _matches(a: Any, b: Any) -> bool:
@@ -505,7 +503,7 @@ def _make_task(
         raise SweepError(f"sweep {where} point {point!r} (seed {seed}): {e}") from None
     config["sweep"] = sweep.name
     h = config_hash(config)
-    run_dir = sweep_dir / "runs" / stage / f"{point}-{h}-s{seed}"
+    run_dir = sweep_dir / "runs" / stage / run_folder_name(point, h, seed)
     config["run_dir"] = str(run_dir)
     overrides[-1] = f"run_dir={render_value(str(run_dir))}"
     return Task(

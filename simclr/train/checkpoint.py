@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import logging
 import random
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,11 @@ import numpy as np
 import torch
 
 from simclr.atomic import atomic_write_bytes
+from simclr.runfolder.layout import checkpoint_name, checkpoint_step
 
 log = logging.getLogger(__name__)
-_NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
-
-
 def checkpoint_path(folder: str | Path, step: int) -> Path:
-    return Path(folder) / f"ckpt-{step:08d}.pt"
+    return Path(folder) / checkpoint_name(step)
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -33,7 +30,7 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    found = [(step, p) for p in folder.iterdir() if (step := checkpoint_step(p.name)) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -57,8 +54,8 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep: 
 
 
 def _step_of(path: Path) -> int:
-    m = _NAME.match(path.name)
-    return int(m.group(1)) if m else -1
+    step = checkpoint_step(path.name)
+    return -1 if step is None else step
 
 
 def load_latest(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:

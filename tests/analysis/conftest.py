@@ -34,37 +34,33 @@ B = model_config(depth=50, width=2.0, sk_ratio=0.0625)
 S = model_config(depth=18, width=0.5)
 
 
-def make_known_sweep(root: Path, style: str = "contract") -> Path:
+def make_known_sweep(root: Path) -> Path:
     """Write the sweep of the module docstring under ``root`` and return ``root``."""
     for seed, top1 in enumerate((60.0, 62.0, 64.0)):
         write_run(root, stage="finetune", seed=seed, model=A, ft_proj_selector=1, label_fraction=0.01, top1=top1,
-                  top5=90.0, params=1_000_000, style=style)
+                  top5=90.0, params=1_000_000)
     for seed, top1 in enumerate((58.0, 60.0)):
         write_run(root, stage="finetune", seed=seed, model=A, ft_proj_selector=0, label_fraction=0.01, top1=top1,
-                  params=1_000_000, style=style)
+                  params=1_000_000)
     for seed, top1 in enumerate((70.0, 72.0)):
         write_run(root, stage="finetune", seed=seed, model=A, ft_proj_selector=1, label_fraction=0.1, top1=top1,
-                  params=1_000_000, style=style)
+                  params=1_000_000)
     teachers = [write_run(root, stage="finetune", seed=seed, model=B, ft_proj_selector=1, label_fraction=0.01,
-                          top1=top1, params=9_000_000, style=style) for seed, top1 in enumerate((70.0, 72.0))]
+                          top1=top1, params=9_000_000) for seed, top1 in enumerate((70.0, 72.0))]
     for model, lf, tops, params in ((A, 0.01, (40.0, 42.0), 1_000_000), (A, 0.1, (65.0, 67.0), 1_000_000),
                                     (B, 0.01, (45.0,), 9_000_000), (S, 0.01, (30.0, 32.0), 500_000)):
         for seed, top1 in enumerate(tops):
-            write_run(root, stage="supervised", seed=seed, model=model, label_fraction=lf, top1=top1, params=params,
-                      style=style)
+            write_run(root, stage="supervised", seed=seed, model=model, label_fraction=lf, top1=top1, params=params)
     for seed, top1 in enumerate((50.0, 52.0)):
-        write_run(root, stage="linear_eval", seed=seed, model=A, label_fraction=1.0, top1=top1, params=1_000_000,
-                  style=style)
+        write_run(root, stage="linear_eval", seed=seed, model=A, label_fraction=1.0, top1=top1, params=1_000_000)
     for seed, top1 in enumerate((66.0, 68.0)):
         write_run(root, stage="distill", seed=seed, model=S, label_fraction=0.01, teacher=str(teachers[seed]),
-                  teacher_model=B, top1=top1, params=500_000, style=style)
+                  top1=top1, params=500_000)
     for seed, knn in enumerate((30.0, 32.0)):
-        write_run(root, stage="pretrain", seed=seed, model=A, final={"val/knn_top1": knn}, params=1_200_000,
-                  style=style)
-    write_run(root, stage="finetune", seed=5, model=A, ft_proj_selector=1, label_fraction=0.01, state="running",
-              style=style)
+        write_run(root, stage="pretrain", seed=seed, model=A, final={"val/knn_top1": knn}, params=1_200_000)
+    write_run(root, stage="finetune", seed=5, model=A, ft_proj_selector=1, label_fraction=0.01, state="running")
     write_run(root, stage="finetune", seed=6, model=A, ft_proj_selector=1, label_fraction=0.01, state="failed",
-              reason="NaN loss", style=style)
+              reason="NaN loss")
     return root
 
 

@@ -44,30 +44,16 @@ def test_collect_known_sweep(known_sweep: Path) -> None:
     assert {"loss", "top1", "knn_top1"} <= set(c.curves["name"].astype(str))
 
 
-def test_collect_jobs_style_sweep_same_numbers(tmp_path: Path, sweep_factory, known_sweep: Path) -> None:  # type: ignore[no-untyped-def]
-    jobs_style = collect(sweep_factory(tmp_path, style="jobs")).runs
-    contract = collect(known_sweep).runs
-    # the jobs config always carries finetune.ft_proj_selector, which linear eval uses; the contract's may not
-    jobs_style.loc[jobs_style["stage"] == "linear_eval", "ft_proj_selector"] = float("nan")
-    cols = ["stage", "seed", "depth", "width", "ft_proj_selector", "label_fraction", "top1", "teacher_top1", "usable"]
-    key = ["stage", "seed", "depth", "width", "ft_proj_selector", "label_fraction", "top1"]
-    a = jobs_style[cols].sort_values(key, na_position="first").reset_index(drop=True)
-    b = contract[cols].sort_values(key, na_position="first").reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b, check_dtype=False)
-
-
 def test_teacher_found_by_name_after_the_sweep_moved(tmp_path: Path) -> None:
     t = write_run(tmp_path / "old", stage="finetune", ft_proj_selector=1, label_fraction=0.1, top1=80.0)
-    write_run(tmp_path / "old", stage="distill", label_fraction=0.1, teacher=str(t), top1=70.0,
-              teacher_model=model_config(), model=model_config(width=0.5))
+    write_run(tmp_path / "old", stage="distill", label_fraction=0.1, teacher=str(t), top1=70.0, model=model_config(width=0.5))
     shutil.move(tmp_path / "old", tmp_path / "new")  # copied off the cluster: absolute path is stale
     runs = collect(tmp_path / "new").runs
     assert runs.loc[runs["stage"] == "distill", "teacher_top1"].tolist() == [80.0]
 
 
 def test_missing_teacher_warns(tmp_path: Path) -> None:
-    write_run(tmp_path, stage="distill", label_fraction=0.1, teacher="/gone/finetune-x-0123abcd-s0", top1=70.0,
-              teacher_model=model_config())
+    write_run(tmp_path, stage="distill", label_fraction=0.1, teacher="/gone/finetune-x-0123abcd-s0", top1=70.0)
     c = collect(tmp_path)
     assert any("teacher run" in w and "not found" in w and "config.json" in w for w in c.warnings)
     assert c.runs["teacher_top1"].isna().all()

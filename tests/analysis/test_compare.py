@@ -109,8 +109,7 @@ def test_a_student_stopped_within_its_first_epoch_is_flagged(tmp_path: Path) -> 
     teachers = [write_run(tmp_path, stage="finetune", seed=s, model=B, ft_proj_selector=1, label_fraction=0.01,
                           top1=70.0 + s, metric_lines=160, extra_config=TRAIN, curves=CONVERGED) for s in (0, 1)]
     for s, t in enumerate(teachers):
-        student = write_run(tmp_path, stage="distill", seed=s, model=A, label_fraction=0.01, teacher=str(t),
-                            teacher_model=B, top1=68.0, metric_lines=160, curves={"train/loss": plateau},
+        student = write_run(tmp_path, stage="distill", seed=s, model=A, label_fraction=0.01, teacher=str(t), top1=68.0, metric_lines=160, curves={"train/loss": plateau},
                             extra_config={"train": {"batch_size": 128, "epochs": 1, "max_steps": 100}})
         prog = json.loads((student / "progress.json").read_text())
         (student / "progress.json").write_text(json.dumps({**prog, "epoch": 0}))  # still in its first epoch

@@ -33,7 +33,8 @@ def falling(t: float) -> float:
 
 
 def run(tmp: Path, stage: str = "supervised", **curves) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    folder = write_run(tmp, stage=stage, label_fraction=0.01, top1=60.0, metric_lines=160,
+    # 120 lines over the stage's three series (train/top1 among them): 40 points each
+    folder = write_run(tmp, stage=stage, label_fraction=0.01, top1=60.0, metric_lines=120,
                        extra_config=SMALL, curves={k.replace("__", "/"): f for k, f in curves.items()})
     return read_run(folder).row
 
@@ -78,7 +79,7 @@ def test_unfinished_or_short_runs_are_unknown(tmp_path: Path) -> None:
                        extra_config=SMALL, curves={"train/loss": falling})
     assert read_run(folder).row["converged"] == "unknown"
     folder = write_run(tmp_path, stage="supervised", label_fraction=0.01, top1=1.0, metric_lines=12,
-                       extra_config=SMALL, curves={"train/loss": falling})
+                       extra_config=SMALL, curves={"train/loss": falling, "train/top1": fitted})
     row = read_run(folder).row
     assert (row["converged"], row["convergence_note"]) == ("unknown", "4 train loss points logged; the rule needs 8")
 

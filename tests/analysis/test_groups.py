@@ -71,7 +71,7 @@ def test_empty_runs() -> None:
 def test_check_groups_flags_pooled_config_points_across_sweeps(tmp_path: Path) -> None:
     for sweep, epochs in (("alpha", 10), ("beta", 20)):
         write_run(tmp_path / sweep, stage="supervised", label_fraction=0.1, top1=50.0, sweep=sweep,
-                  extra_config={"epochs": epochs})
+                  extra_config={"train": {"epochs": epochs}})
     runs = collect(tmp_path).runs
     (w,) = check_groups(runs)
     assert "pools 2 different config points" in w and "'alpha'" in w and "'beta'" in w and "config.json" in w
@@ -81,8 +81,7 @@ def test_check_groups_accepts_per_seed_hashes_within_a_sweep(tmp_path: Path) -> 
     # distill points whose hash includes the per-seed teacher run: one config id per seed, no warning
     for seed in (0, 1):
         t = write_run(tmp_path, stage="finetune", seed=seed, ft_proj_selector=1, label_fraction=0.1, top1=70.0)
-        write_run(tmp_path, stage="distill", seed=seed, label_fraction=0.1, teacher=str(t), top1=60.0,
-                  teacher_model=model_config())
+        write_run(tmp_path, stage="distill", seed=seed, label_fraction=0.1, teacher=str(t), top1=60.0)
     runs = collect(tmp_path).runs
     assert runs.loc[runs["stage"] == "distill", "config_id"].nunique() == 2
     assert check_groups(runs) == []
@@ -94,8 +93,7 @@ def test_students_of_teachers_at_different_label_fractions_are_not_pooled(tmp_pa
         for seed in (0, 1, 2):
             t = write_run(tmp_path, stage="finetune", seed=seed, ft_proj_selector=1, label_fraction=frac,
                           top1=teacher_top1)
-            write_run(tmp_path, stage="distill", seed=seed, label_fraction=0.01, teacher=str(t), top1=top1,
-                      teacher_model=model_config())
+            write_run(tmp_path, stage="distill", seed=seed, label_fraction=0.01, teacher=str(t), top1=top1)
     g = group_runs(collect(tmp_path).runs)
     d = g[g["stage"] == "distill"].sort_values("teacher_label_fraction")
     assert d["mean"].tolist() == [60.0, 80.0] and d["n"].tolist() == [3, 3]
@@ -124,7 +122,6 @@ def test_the_distillation_table_names_the_teachers_label_fraction(tmp_path: Path
 
     for frac, top1 in ((0.01, 60.0), (0.1, 80.0)):
         t = write_run(tmp_path, stage="finetune", ft_proj_selector=1, label_fraction=frac, top1=top1 + 1)
-        write_run(tmp_path, stage="distill", label_fraction=0.01, teacher=str(t), top1=top1,
-                  teacher_model=model_config())
+        write_run(tmp_path, stage="distill", label_fraction=0.01, teacher=str(t), top1=top1)
     teachers = distill_table(group_runs(collect(tmp_path).runs)).display["Teacher"].tolist()
     assert sorted(teachers) == ["R18 1×, ft 1, 1% labels", "R18 1×, ft 1, 10% labels"]

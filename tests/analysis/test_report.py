@@ -151,7 +151,7 @@ def test_damaged_sweep_still_reported(known_sweep: Path, tmp_path: Path) -> None
     (no_config / "config.json").unlink()
     (no_config / "config.yaml").unlink()
     # 4. a second sweep mixed in, and 5. an unreadable progress.json
-    other = write_run(sweep, stage="pretrain", sweep="other-sweep", seed=9, extra_config={"epochs": 5})
+    other = write_run(sweep, stage="pretrain", sweep="other-sweep", seed=9, extra_config={"train": {"epochs": 5}})
     (other / "progress.json").write_text("{")
 
     out = tmp_path / "out"

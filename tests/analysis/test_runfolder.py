@@ -4,7 +4,8 @@ import json
 import math
 from pathlib import Path
 
-from analysis.runfolder import is_run_folder, parse_run_name, read_run
+from analysis.runfolder import read_run
+from simclr.runfolder.layout import is_run_folder, parse_run_name
 from analysis.synthetic import model_config, write_run
 
 
@@ -27,8 +28,9 @@ def test_done_run_row(tmp_path: Path) -> None:
     assert (r["top1"], r["top5"], r["top1_source"]) == (71.5, 90.25, "final")
     assert r["params"] == 123 and r["gpu_hours"] == 8.0 and r["device_hours"] == 8.0
     assert r["config_id"] == f.name.split("-")[-2] and r["progress"] == 1.0
-    assert r["n_metric_lines"] == 30 and r["n_ckpts"] == 1 and r["last_ckpt_step"] == 100
-    assert r["last:val/top1"] == rr.curves[("val", "top1")][1][-1]
+    assert r["n_metric_lines"] == 32 and r["n_ckpts"] == 1  # 30 while training, 2 from the final evaluation
+    assert r["last_ckpt_step"] == 100
+    assert r["last:train/top1"] == rr.curves[("train", "top1")][1][-1] and r["last:test/top1"] == 71.5
     assert "best:train/loss" in r and "best:train/lr" not in r  # no "best" learning rate
 
 
@@ -63,11 +65,11 @@ def test_yaml_config_only(tmp_path: Path) -> None:
     assert rr.warnings == [] and rr.row["ft_proj_selector"] == 0 and rr.row["label_fraction"] == 0.01
 
 
-def test_jobs_style_config(tmp_path: Path) -> None:
+def test_stage_axes_from_the_finetune_section_and_the_teacher_from_parent(tmp_path: Path) -> None:
     """jobs.config.stage.StageConfig nests ft_proj_selector/label_fraction under "finetune", teacher = parent."""
-    t = write_run(tmp_path, stage="finetune", ft_proj_selector=2, label_fraction=0.1, top1=1.0, style="jobs")
-    d = write_run(tmp_path, stage="distill", label_fraction=0.1, teacher=str(t), top1=1.0, style="jobs")
-    p = write_run(tmp_path, stage="pretrain", style="jobs")
+    t = write_run(tmp_path, stage="finetune", ft_proj_selector=2, label_fraction=0.1, top1=1.0)
+    d = write_run(tmp_path, stage="distill", label_fraction=0.1, teacher=str(t), top1=1.0)
+    p = write_run(tmp_path, stage="pretrain")
     rt, rd, rp = read_run(t).row, read_run(d).row, read_run(p).row
     assert (rt["ft_proj_selector"], rt["label_fraction"]) == (2, 0.1)
     assert rd["teacher_ref"] == str(t) and rd["teacher_run"] == t.name and math.isnan(rd["ft_proj_selector"])

@@ -29,7 +29,7 @@ def test_summary_of_known_sweep(known_sweep: Path) -> None:
                                "-4.00 [-4.00, -4.00] (n=2 seeds) points")
     assert "student − supervised: +36.00 [+36.00, +36.00] (n=2 seeds)" in lines[4]
     assert lines[5].startswith("1% labels, head 3, ft 1: fine-tuned R50 2× SK − R18 1×: +10.00")
-    assert lines[6].startswith("Pretraining kNN top-1: R18 1× 31.00; raw-pixel baseline n/a (config or data unusable")
+    assert lines[6].startswith("Pretraining kNN top-1: R18 1× 31.00; raw-pixel baseline n/a (data root ??? not found")
     assert lines[7] == "Not in these numbers: 2 run(s) (1 failed, 1 running); see the report"
 
 

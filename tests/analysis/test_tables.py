@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -90,7 +91,7 @@ def test_fraction_table(groups: pd.DataFrame) -> None:
     assert list(t.display.columns) == ["Run group", "Params", "1%", "10%", "100%"]
     assert d.loc["finetune R18 1× · head 3, ft 1", ["1%", "10%", "100%"]].tolist() == [
         "62.00 ± 2.00 (3)", "71.00 ± 1.41 (2)", "—"]
-    assert d.loc["linear_eval R18 1× · head 3", "100%"] == "51.00 ± 1.41 (2)"
+    assert d.loc["linear_eval R18 1× · head 3, ft 1", "100%"] == "51.00 ± 1.41 (2)"
     assert d.loc["supervised R18 1×", "10%"] == "66.00 ± 1.41 (2)"
 
 
@@ -153,7 +154,10 @@ def test_a_missing_key_and_selector_minus_one_find_their_own_comparison(tmp_path
     from analysis.synthetic import write_run
 
     write_run(tmp_path, stage="finetune", ft_proj_selector=-1, label_fraction=0.01, top1=70.0)
-    write_run(tmp_path, stage="finetune", ft_proj_selector=None, label_fraction=0.01, top1=60.0)
+    other = write_run(tmp_path, stage="finetune", label_fraction=0.01, top1=60.0)
+    cfg = json.loads((other / "config.json").read_text())
+    del cfg["finetune"]["ft_proj_selector"]  # a config without the key (written by hand, or by another tool)
+    (other / "config.json").write_text(json.dumps(cfg))
     write_run(tmp_path, stage="supervised", label_fraction=0.01, top1=50.0)
     runs = collect(tmp_path).runs
     g = gain_table(group_runs(runs), comparisons(runs))

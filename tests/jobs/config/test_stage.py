@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config.stage import STAGES, ConfigError, compose, from_dict, to_dict
+from jobs.config.stage import ConfigError, compose, from_dict, to_dict
+from simclr.runfolder.layout import STAGES
 
 BASE = ["run_dir=/tmp/r", "data.root=/tmp/d"]
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from jobs.stages import builders
 from jobs.config.stage import ConfigError, StageConfig, compose, to_dict
+from jobs.stages.registry import BUILDERS
 from jobs.stages.runner import run_stage
 from simclr.train import checkpoint as ckpt
 from simclr.train import preempt
@@ -344,8 +346,6 @@ def test_all_labels_means_the_labelled_samples_of_a_partly_unlabelled_split(
 ) -> None:
     """label_fraction=1.0 (linear_eval's default) loaded the unlabelled samples too: -1 targets crashed the
     cross-entropy (CPU IndexError, CUDA device assert)."""
-    import importlib
-
     import torch.nn.functional as F
 
     parent = chain.get(PARENT_STAGE.get(stage, ""))
@@ -354,7 +354,7 @@ def test_all_labels_means_the_labelled_samples_of_a_partly_unlabelled_split(
     status = run_stage(cfg)
     assert status["state"] == "done", status
     assert status["step"] == status["total_steps"] == 120 // 32  # the 120 labelled samples only, not 240
-    parts = importlib.import_module(f"jobs.{stage}").build(cfg, torch.device("cpu"))
+    parts = BUILDERS[stage](cfg, torch.device("cpu"))
     assert parts.loader.num_samples == 120
     batches = list(parts.loader.epoch_iter(0))
     assert all(k[-1] in "02468" for b in batches for k in b["key"])  # the even keys are the labelled ones
@@ -363,7 +363,7 @@ def test_all_labels_means_the_labelled_samples_of_a_partly_unlabelled_split(
     # finetune.augment=false with a bad-sample budget, the one loader that hands them out) counts for nothing.
     cfg = cfg_for(stage, tmp_path, half_unlabelled_root, stage + "-noaug", "finetune.label_fraction=1.0",
                   "finetune.augment=false", "data.bad_sample_budget=1", parent=parent)
-    parts = importlib.import_module(f"jobs.{stage}").build(cfg, torch.device("cpu"))
+    parts = BUILDERS[stage](cfg, torch.device("cpu"))
     b = batches[0]
     b["label"][:5] = -1
     loss, _ = parts.step_fn(parts.model, b)
@@ -428,3 +428,36 @@ def test_the_report_flags_a_short_run_as_not_converged(chain: dict[str, Path]) -
     assert row["converged"] == "false", row["convergence_note"]
     assert row["convergence_note"].startswith("train top-1 ")
     assert row["labelled_images_seen"] == row["step"] * 32 and row["epochs_done"] == 4.0
+
+
+def _shape(value: Any) -> Any:
+    """A record's keys and value types, recursively (what a reader relies on, not the numbers)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def test_synthetic_run_folders_are_what_the_loop_writes(chain: dict[str, Path], tmp_path: Path) -> None:
+    """analysis.synthetic (the report's tests and benchmark) writes the files, keys and value types of a real
+    run of each stage, and logs no series the stage does not log."""
+    from analysis.synthetic import write_run
+
+    for stage, real in chain.items():
+        parent = {"finetune": chain["pretrain"], "linear_eval": chain["pretrain"], "distill": chain["finetune"]}.get(stage)
+        parent = str(parent) if parent is not None else None
+        accuracy: dict[str, Any] = ({"final": {"test/knn_top1": 30.0}} if stage == "pretrain" else
+                                    {"top1": 50.0, "top5": 90.0})
+        fake = write_run(tmp_path, stage=stage, label_fraction=0.5, sweep=None, **accuracy,
+                         teacher=parent if stage == "distill" else None,
+                         parent=parent if stage != "distill" else None)
+        assert sorted(p.name for p in fake.iterdir()) == sorted(p.name for p in real.iterdir()), stage
+        for name in ("config.json", "progress.json"):
+            assert _shape(json.loads((fake / name).read_text())) == _shape(json.loads((real / name).read_text())), \
+                (stage, name)
+        fake_status, real_status = (json.loads((r / "status.json").read_text()) for r in (fake, real))
+        assert _shape({**fake_status, "final": {}}) == _shape({**real_status, "final": {}}), stage
+        assert {type(v) for v in fake_status["final"].values()} == {type(v) for v in real_status["final"].values()}
+        fake_lines, real_lines = metrics(fake), metrics(real)
+        assert {json.dumps(_shape(m)) for m in fake_lines} == {json.dumps(_shape(m)) for m in real_lines}, stage
+        assert {(m["split"], m["name"]) for m in fake_lines} <= {(m["split"], m["name"]) for m in real_lines}, stage
+        assert yaml.safe_load((fake / "config.yaml").read_text()) == json.loads((fake / "config.json").read_text())
