@@ -14,7 +14,7 @@ How (see :mod:`simclr.data.order` for the cutting rule):
 - Samples are read with one ``pread`` each through the key index (no tar streaming, nothing loaded whole;
   small splits simply stay in the page cache).
 
-Bad data: the split is checked when the loader is built (:func:`simclr.data.shardset.open_split`): errors name
+Bad data: the split is checked when the loader is built (:func:`simclr.data.shards.shardset.open_split`): errors name
 the shard and key. An image that fails to decode raises :class:`BadSampleError` naming shard and key, or, with
 ``bad_sample_budget > 0``, is replaced by a deterministic substitute sample (so batch shapes stay equal across
 ranks), logged with its key, and counted in ``loader.bad_samples``; more distinct bad samples than the budget
@@ -36,13 +36,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from simclr.data.augment import EvalTransform, SimCLRAugment, view_seed
 from simclr.data.augment_batched import BatchedSimCLRAugment
-from simclr.data.codec import decode_pil, decode_tensor
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.fractions import read_keys
-from simclr.data.keys import key_hashes
 from simclr.data.order import epoch_permutation, rank_batches, steps_per_epoch
 from simclr.data.rng import mix
-from simclr.data.shardset import ShardSet, Verify, open_split
+from simclr.data.shards.codec import decode_pil, decode_tensor
+from simclr.data.shards.fractions import read_keys
+from simclr.data.shards.keys import key_hashes
+from simclr.data.shards.shardset import ShardSet, Verify, open_split
 
 log = logging.getLogger("simclr.data")
 
@@ -176,7 +176,7 @@ class ShardLoader:
     """Batches of one split for one rank.
 
     Args:
-        data_root, split: the split folder ``<data_root>/<split>`` written by :func:`simclr.data.shards.write_shards`.
+        data_root, split: the split folder ``<data_root>/<split>`` written by :func:`simclr.data.shards.write.write_shards`.
         batch_size: per-rank batch size B.
         mode: "two_view" -> ``{"view1", "view2": float [B, C, size, size], "label": int64 [B] (-1 = unlabelled),
             "key": list[str], "valid": bool [B]}`` (pretraining, distillation); "labelled" -> ``{"image", "label",
@@ -199,7 +199,7 @@ class ShardLoader:
         batched_augment: decode to uint8 tensors and augment a whole batch at once (BatchedSimCLRAugment).
         augment_device: with batched_augment, ship uint8 images and augment them here on this device (e.g.
             "cuda"), in the training process; None = augment in the workers on CPU.
-        verify: shard check at start, see :func:`simclr.data.shardset.open_split`.
+        verify: shard check at start, see :func:`simclr.data.shards.shardset.open_split`.
     """
 
     def __init__(

@@ -9,10 +9,10 @@ import torch
 
 from simclr.data.errors import BadSampleError, DataError
 from simclr.data.loader import ShardLoader
-from simclr.data.shard_index import read_index
-from simclr.data.shards import write_shards
-from simclr.data.shardset import ShardSet
-from simclr.data.sources import array_samples
+from simclr.data.shards.index import read_index
+from simclr.data.shards.shardset import ShardSet
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.write import write_shards
 
 
 def _all(loader: ShardLoader, epoch: int, start: int = 0) -> list[dict]:

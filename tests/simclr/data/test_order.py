@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from simclr.data.keys import key_hashes
 from simclr.data.order import epoch_permutation, rank_batches, steps_per_epoch
+from simclr.data.shards.keys import key_hashes
 
 KEYS = key_hashes([f"k{i}" for i in range(103)])
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.keys import check_key, sanitize_key
-from simclr.data.sources.base import Sample, SampleSource
+from simclr.data.shards.keys import check_key, sanitize_key
+from simclr.data.shards.sources.base import Sample, SampleSource
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

@@ -10,8 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.keys import check_key
-from simclr.data.sources.base import Sample, SampleSource
+from simclr.data.shards.keys import check_key
+from simclr.data.shards.sources.base import Sample, SampleSource
 
 
 class ArraySource(SampleSource):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from simclr.data.errors import BadSampleError
-from simclr.data.sources import array_samples, npz_samples
+from simclr.data.shards.sources import array_samples, npz_samples
 
 
 def test_keys_labels_and_unlabelled() -> None:

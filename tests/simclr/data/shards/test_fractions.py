@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from simclr.data.errors import DataError
-from simclr.data.fractions import fraction_name, read_keys, write_label_fractions
-from simclr.data.shards import write_shards
-from simclr.data.shardset import open_split
-from simclr.data.sources import array_samples
+from simclr.data.shards.fractions import fraction_name, read_keys, write_label_fractions
+from simclr.data.shards.shardset import open_split
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.write import write_shards
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 
 from simclr.data.errors import BadSampleError
-from simclr.data.keys import check_key, key_hash, sanitize_key
+from simclr.data.shards.keys import check_key, key_hash, sanitize_key
 
 
 @pytest.mark.parametrize("bad", ["", "a.b", "a b", "a\nb", "/abs", "a//b", "../x", "x/", "a\\b", 5, "k" * 201])

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.sources import imagefolder_samples
+from simclr.data.shards.sources import imagefolder_samples
 
 
 def _img(path: Path, fmt: str = "PNG") -> None:

@@ -9,7 +9,7 @@ Layout of a split folder::
     <data_root>/<split>/shard-000000.tar      WebDataset tar: <key>.png|jpg (image), <key>.cls (label, ASCII int)
     <data_root>/<split>/shard-000000.idx      one line per sample: key, label, byte offset and size of the image
     <data_root>/<split>/manifest.json         this file
-    <data_root>/train/fractions/1percent.txt  label-fraction key lists (simclr.data.fractions)
+    <data_root>/train/fractions/1percent.txt  label-fraction key lists (simclr.data.shards.fractions)
 """
 
 from __future__ import annotations

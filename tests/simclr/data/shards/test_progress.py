@@ -1,7 +1,7 @@
 import io
 import logging
 
-from simclr.data.progress import Progress
+from simclr.data.shards.progress import Progress
 
 
 def test_terminal_bar_and_plain_log_lines(caplog) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from simclr.data.errors import DataError
-from simclr.data.sources.base import Sample, SampleSource
+from simclr.data.shards.sources.base import Sample, SampleSource
 
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -1,4 +1,4 @@
-"""simclr/data/shards.py: round trip, byte reproducibility, shard limits, array-job split, bad input."""
+"""simclr/data/shards/write.py: round trip, byte reproducibility, shard limits, array-job split, bad input."""
 
 import hashlib
 import io
@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from simclr.data.errors import BadSampleError
-from simclr.data.manifest import Manifest
-from simclr.data.shards import finalize_split, write_shards
-from simclr.data.sources import array_samples
+from simclr.data.shards.manifest import Manifest
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.write import finalize_split, write_shards
 
 CLASSES = [str(i) for i in range(10)]
 

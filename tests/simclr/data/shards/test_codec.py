@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from simclr.data.codec import decode_pil, decode_tensor, encode_image, probe, sniff_format
+from simclr.data.shards.codec import decode_pil, decode_tensor, encode_image, probe, sniff_format
 
 
 @pytest.mark.parametrize("shape,mode", [((5, 7), "L"), ((5, 7, 3), "RGB")])
@@ -51,7 +51,7 @@ def test_16_bit_grey_images_are_scaled_not_clipped() -> None:
 
     from PIL import Image
 
-    from simclr.data.codec import to_storable
+    from simclr.data.shards.codec import to_storable
 
     img = to_storable(Image.open(io.BytesIO(data)), "jpeg")  # what the writer encodes
     assert img.mode == "L"
@@ -59,8 +59,8 @@ def test_16_bit_grey_images_are_scaled_not_clipped() -> None:
 
 
 def test_a_16_bit_png_is_written_as_8_bits_even_when_png_passes_through(tmp_path) -> None:
-    from simclr.data.shards import write_shards
-    from simclr.data.shardset import open_split
+    from simclr.data.shards.shardset import open_split
+    from simclr.data.shards.write import write_shards
 
     data = _png16(np.full((6, 8), 30000))
     assert probe(data)[3]  # wide: more than 8 bits per pixel

@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from simclr.data.errors import BadSampleError, DataError, ManifestError
-from simclr.data.keys import check_key
-from simclr.data.manifest import Manifest
-from simclr.data.shard_index import ShardIndex, read_index
-from simclr.data.shards import file_sha256
+from simclr.data.shards.index import ShardIndex, read_index
+from simclr.data.shards.keys import check_key
+from simclr.data.shards.manifest import Manifest
+from simclr.data.shards.write import file_sha256
 
 log = logging.getLogger("simclr.data")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from simclr.data.errors import DataError
-from simclr.data.sources.fashion_mnist import CLASS_NAMES, DEFAULT_ROOT, fashion_mnist_samples
+from simclr.data.shards.sources.fashion_mnist import CLASS_NAMES, DEFAULT_ROOT, fashion_mnist_samples
 
 
 def _write_idx(root: Path, stem: str, images: np.ndarray, labels: np.ndarray, magic: int = 2051) -> None:

@@ -1,7 +1,7 @@
 """Writing WebDataset tar shards, their key indexes and the split manifest — byte-reproducibly.
 
 ``write_shards(samples, data_root, split=...)`` writes ``<data_root>/<split>/shard-NNNNNN.tar`` (members
-``<key>.png|jpg`` and ``<key>.cls``), one ``shard-NNNNNN.idx`` per shard (see :mod:`simclr.data.shard_index`)
+``<key>.png|jpg`` and ``<key>.cls``), one ``shard-NNNNNN.idx`` per shard (see :mod:`simclr.data.shards.index`)
 and, last and atomically, ``manifest.json``. The same input gives the same bytes: tar headers carry no time,
 owner or permissions of the writing process, images are encoded with fixed settings, samples keep the source
 order. (Bytes can differ across Pillow/zlib/libjpeg builds; the manifest records the Pillow version.)
@@ -30,7 +30,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from simclr.data.codec import (
+from simclr.data.errors import BadSampleError, DataError, ManifestError
+from simclr.data.shards.codec import (
     EXTENSION,
     array_to_pil,
     check_format,
@@ -40,12 +41,11 @@ from simclr.data.codec import (
     sniff_format,
     to_storable,
 )
-from simclr.data.errors import BadSampleError, DataError, ManifestError
-from simclr.data.keys import check_key
-from simclr.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, index_name, shard_name
-from simclr.data.progress import Progress
-from simclr.data.shard_index import IndexEntry, format_index, read_index
-from simclr.data.sources.base import ImageLike, SampleSource
+from simclr.data.shards.index import IndexEntry, format_index, read_index
+from simclr.data.shards.keys import check_key
+from simclr.data.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo, index_name, shard_name
+from simclr.data.shards.progress import Progress
+from simclr.data.shards.sources.base import ImageLike, SampleSource
 from simclr.atomic import atomic_write_text
 
 log = logging.getLogger("simclr.data")

@@ -1,4 +1,4 @@
-"""simclr/data/shardset.py: every bad-data case of issue 4 names the shard (and the sample key)."""
+"""simclr/data/shards/shardset.py: every bad-data case of issue 4 names the shard (and the sample key)."""
 
 import json
 import shutil
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from simclr.data.errors import BadSampleError, DataError, ManifestError
-from simclr.data.shard_index import read_index
-from simclr.data.shards import file_sha256, write_shards
-from simclr.data.shardset import open_split
-from simclr.data.sources import array_samples
+from simclr.data.shards.index import read_index
+from simclr.data.shards.shardset import open_split
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.write import file_sha256, write_shards
 
 
 @pytest.fixture

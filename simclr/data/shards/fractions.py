@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from simclr.data.errors import DataError
-from simclr.data.keys import check_key, key_hashes
 from simclr.data.rng import mix
-from simclr.data.shardset import open_split
+from simclr.data.shards.keys import check_key, key_hashes
+from simclr.data.shards.shardset import open_split
 from simclr.atomic import atomic_write_text
 
 FRACTIONS_DIR = "fractions"
