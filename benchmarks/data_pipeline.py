@@ -106,7 +106,7 @@ def _baseline(folder: Path, size: int, strength: float, blur: bool, batch: int, 
 
 
 def _ours(root: Path, size: int, strength: float, blur: bool, batch: int, workers: int, batched: bool) -> Callable[[], int]:
-    from simclr.data.loader import ShardLoader
+    from simclr.data.loading.loader import ShardLoader
 
     loader = ShardLoader(root, "train", batch_size=batch, mode="two_view", num_workers=workers, size=size,
                          strength=strength, blur=blur, batched_augment=batched)

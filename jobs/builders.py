@@ -14,7 +14,7 @@ from torch import nn
 
 from jobs.config import StageConfig
 from simclr import dist
-from simclr.data.loader import Mode, ShardLoader
+from simclr.data.loading.loader import Mode, ShardLoader
 from simclr.data.shards.fractions import fraction_name, fraction_path
 from simclr.data.shards.manifest import Manifest
 from simclr.models.heads import ProjectionHead

@@ -22,7 +22,7 @@ _WHERE = {
     "ManifestError": "simclr.data.errors",
     "read_keys": "simclr.data.shards.fractions",
     "write_label_fractions": "simclr.data.shards.fractions",
-    "ShardLoader": "simclr.data.loader",
+    "ShardLoader": "simclr.data.loading.loader",
     "Manifest": "simclr.data.shards.manifest",
     "ShardInfo": "simclr.data.shards.manifest",
     "finalize_split": "simclr.data.shards.write",

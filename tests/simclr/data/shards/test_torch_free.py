@@ -46,4 +46,4 @@ def test_the_shards_package_and_the_shard_job_never_import_torch(tmp_path: Path)
 
 def test_the_check_sees_torch_when_it_is_imported() -> None:
     """The check can fail: the training loader imports torch, and the same check says so."""
-    assert "torch" in _torch_modules("-", "simclr.data.loader")
+    assert "torch" in _torch_modules("-", "simclr.data.loading.loader")

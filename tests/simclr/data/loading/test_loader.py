@@ -1,4 +1,4 @@
-"""simclr/data/loader.py: equal batches per rank, worker-independent order, exact resume, bad samples."""
+"""simclr/data/loading/loader.py: equal batches per rank, worker-independent order, exact resume, bad samples."""
 
 import logging
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.loader import ShardLoader
+from simclr.data.loading.loader import ShardLoader
 from simclr.data.shards.index import read_index
 from simclr.data.shards.shardset import ShardSet
 from simclr.data.shards.sources import array_samples

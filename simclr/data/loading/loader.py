@@ -1,7 +1,7 @@
 """``ShardLoader``: batches from a shard split for one DDP rank — equal batch counts on every rank, an order that
 is a pure function of (seed, epoch), exact mid-epoch resume without decoding the skipped samples.
 
-How (see :mod:`simclr.data.order` for the cutting rule):
+How (see :mod:`simclr.data.loading.order` for the cutting rule):
 
 - The loader owns the sample order (webdataset's ``split_by_node`` gives ranks unequal sample counts and cannot
   resume mid-epoch; FACTS.md): each epoch is a seeded permutation of the split's keys, padded or cut to a
@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from simclr.data.augment import EvalTransform, SimCLRAugment, view_seed
 from simclr.data.augment_batched import BatchedSimCLRAugment
 from simclr.data.errors import BadSampleError, DataError
-from simclr.data.order import epoch_permutation, rank_batches, steps_per_epoch
+from simclr.data.loading.order import epoch_permutation, rank_batches, steps_per_epoch
 from simclr.data.rng import mix
 from simclr.data.shards.codec import decode_pil, decode_tensor
 from simclr.data.shards.fractions import read_keys

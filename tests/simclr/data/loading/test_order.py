@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from simclr.data.order import epoch_permutation, rank_batches, steps_per_epoch
+from simclr.data.loading.order import epoch_permutation, rank_batches, steps_per_epoch
 from simclr.data.shards.keys import key_hashes
 
 KEYS = key_hashes([f"k{i}" for i in range(103)])
