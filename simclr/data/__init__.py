@@ -13,10 +13,10 @@ from typing import Any
 # Attributes are imported on first use (PEP 562): the shard job and the fraction tools need neither torch nor
 # torchvision, and importing torch costs seconds - "rerunning the demo's shard stage is instant".
 _WHERE = {
-    "BatchedSimCLRAugment": "simclr.data.augment_batched",
-    "EvalTransform": "simclr.data.augment",
-    "SimCLRAugment": "simclr.data.augment",
-    "view_seed": "simclr.data.augment",
+    "BatchedSimCLRAugment": "simclr.data.augment.batched",
+    "EvalTransform": "simclr.data.augment.simclr",
+    "SimCLRAugment": "simclr.data.augment.simclr",
+    "view_seed": "simclr.data.augment.simclr",
     "BadSampleError": "simclr.data.errors",
     "DataError": "simclr.data.errors",
     "ManifestError": "simclr.data.errors",

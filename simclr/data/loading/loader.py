@@ -34,8 +34,8 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from simclr.data.augment import EvalTransform, SimCLRAugment, view_seed
-from simclr.data.augment_batched import BatchedSimCLRAugment
+from simclr.data.augment.batched import BatchedSimCLRAugment
+from simclr.data.augment.simclr import EvalTransform, SimCLRAugment, view_seed
 from simclr.data.errors import BadSampleError, DataError
 from simclr.data.loading.order import epoch_permutation, rank_batches, steps_per_epoch
 from simclr.data.rng import mix

@@ -1,7 +1,7 @@
 """The batched SimCLR augmentation: a whole batch of uint8 images -> views, on CPU or CUDA, in a few kernels.
 
-Same recipe and same per-view parameters as the per-sample :class:`simclr.data.augment.SimCLRAugment` (both
-draw from :func:`simclr.data.augment_params.sample_view_params`), so a seed gives the same crop, flip, jitter
+Same recipe and same per-view parameters as the per-sample :class:`simclr.data.augment.simclr.SimCLRAugment` (both
+draw from :func:`simclr.data.augment.params.sample_view_params`), so a seed gives the same crop, flip, jitter
 factors and order, grayscale and blur in both paths; the pixels differ only by PIL's uint8 rounding and its
 antialiased downscaling. All parameters are drawn on the CPU from the seeds (numpy), and the branching
 decisions are taken there too, so a CUDA batch runs without host-device synchronisation.
@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from simclr.data.augment_params import (
+from simclr.data.augment.image_ops import crop_resize, gaussian_blur, hue_shift, jitter_linear, luma, to_channels
+from simclr.data.augment.params import (
     AugmentSettings,
     CONTRAST,
     HUE,
@@ -24,7 +25,6 @@ from simclr.data.augment_params import (
     blur_radius,
     sample_view_params,
 )
-from simclr.data.image_ops import crop_resize, gaussian_blur, hue_shift, jitter_linear, luma, to_channels
 
 
 def _seeds_numpy(seeds: torch.Tensor | npt.ArrayLike, n: int) -> npt.NDArray[np.int64]:
@@ -41,11 +41,11 @@ class BatchedSimCLRAugment(AugmentSettings):
     """``aug(images, seeds) -> float Tensor[B, out_channels, size, size]`` in [0, 1], on ``images.device``.
 
     Args:
-        size, strength, blur, min_area, out_channels, color: as :class:`simclr.data.augment.SimCLRAugment`.
+        size, strength, blur, min_area, out_channels, color: as :class:`simclr.data.augment.simclr.SimCLRAugment`.
 
     Call with ``images`` a uint8 ``[B, C, H, W]`` tensor (C in {1, 3}), or a sequence of uint8 ``[C, H_i, W_i]``
     tensors of different sizes (cropped one by one, then batched), and ``seeds`` int ``[B]`` (one view seed
-    each, see :func:`simclr.data.augment.view_seed`). Each output depends only on its own image and seed —
+    each, see :func:`simclr.data.augment.simclr.view_seed`). Each output depends only on its own image and seed —
     not on the batch it came in. Gray inputs stay one channel until the end (saturation, hue and grayscale are
     identities on them) and are repeated to ``out_channels`` last.
     """

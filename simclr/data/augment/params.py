@@ -92,7 +92,7 @@ def sample_view_params(
     """Draw the parameters of ``B`` views.
 
     Args:
-        seeds: ``[B]`` integer view seeds (see :func:`simclr.data.augment.view_seed`).
+        seeds: ``[B]`` integer view seeds (see :func:`simclr.data.augment.simclr.view_seed`).
         src_hw: ``[B, 2]`` (or ``[2]`` for all) source image heights and widths in pixels.
         strength: colour-jitter strength s (official: 1.0 ImageNet, 0.5 CIFAR).
         min_area: smallest crop area as a fraction of the image.

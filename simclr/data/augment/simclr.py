@@ -1,8 +1,8 @@
 """SimCLR augmentations (paper appendix A; official ``tf2/data_util.py``): per-view seeds, the per-sample PIL
-path, the evaluation transform, and (re-exported) the batched tensor path.
+path and the evaluation transform (the batched tensor path is :mod:`simclr.data.augment.batched`).
 
 Randomness is a pure function of (seed, epoch, sample key, view) — DESIGN.md principle 4:
-``view_seed(seed, epoch, key, view)`` names a view, and :func:`simclr.data.augment_params.sample_view_params`
+``view_seed(seed, epoch, key, view)`` names a view, and :func:`simclr.data.augment.params.sample_view_params`
 turns that number into crop box, flip, jitter factors and order, grayscale and blur choices. The same sample
 therefore gets the same two views whatever the worker count, batch composition or restart history, and the PIL
 and batched paths agree parameter for parameter.
@@ -20,18 +20,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from simclr.data.augment_params import (
+from simclr.data.augment.image_ops import crop_resize, gaussian_blur, to_channels
+from simclr.data.augment.params import (
     AugmentSettings,
     BRIGHTNESS,
     CONTRAST,
     HUE,
     SATURATION,
-    auto_blur,
     blur_radius,
     check_output,
     sample_view_params,
 )
-from simclr.data.image_ops import crop_resize, gaussian_blur, to_channels
 
 #: The official centre-crop proportion for ImageNet evaluation (``data_util.CROP_PROPORTION``).
 CROP_PROPORTION = 0.875
@@ -167,13 +166,9 @@ class EvalTransform:
         return to_channels(pil_to_tensor(img), self.out_channels)
 
 
-from simclr.data.augment_batched import BatchedSimCLRAugment  # noqa: E402  (re-export)
-
 __all__ = [
     "CROP_PROPORTION",
-    "BatchedSimCLRAugment",
     "EvalTransform",
     "SimCLRAugment",
-    "auto_blur",
     "view_seed",
 ]

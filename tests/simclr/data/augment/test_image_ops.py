@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 import torchvision.transforms.v2.functional as TF
 
-from simclr.data.augment_params import BRIGHTNESS, CONTRAST, SATURATION
-from simclr.data.image_ops import crop_resize, gaussian_blur, hue_shift, jitter_linear, luma, to_channels
+from simclr.data.augment.image_ops import crop_resize, gaussian_blur, hue_shift, jitter_linear, luma, to_channels
+from simclr.data.augment.params import BRIGHTNESS, CONTRAST, SATURATION
 
 
 @pytest.fixture

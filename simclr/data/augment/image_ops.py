@@ -1,6 +1,6 @@
 """Per-sample image operations on float tensor batches ``[B, C, H, W]`` in [0, 1], C in {1, 3}.
 
-The building blocks of :class:`simclr.data.augment_batched.BatchedSimCLRAugment` (and the blur of the PIL path).
+The building blocks of :class:`simclr.data.augment.batched.BatchedSimCLRAugment` (and the blur of the PIL path).
 Every op takes one parameter per sample, so a whole batch with different crops / factors runs as a few large
 kernels; and every op on a sample depends on that sample alone, so results do not depend on batch composition.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from simclr.data.augment_params import BRIGHTNESS, CONTRAST, SATURATION
+from simclr.data.augment.params import BRIGHTNESS, CONTRAST, SATURATION
 
 #: ITU-R 601-2 luma weights, as PIL's ``convert("L")``.
 LUMA = (0.299, 0.587, 0.114)

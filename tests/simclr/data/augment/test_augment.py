@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from simclr.data.augment import BatchedSimCLRAugment, EvalTransform, SimCLRAugment, view_seed
+from simclr.data.augment.batched import BatchedSimCLRAugment
+from simclr.data.augment.simclr import EvalTransform, SimCLRAugment, view_seed
 
 
 def _pil(a: np.ndarray) -> Image.Image:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from simclr.data.augment_params import auto_blur, blur_radius, sample_view_params
+from simclr.data.augment.params import auto_blur, blur_radius, sample_view_params
 
 N = 20000
 
