@@ -70,7 +70,7 @@ def _compute(s: dict[str, Any]) -> tuple[float, int, int]:
     (``knn_top1`` per batch, counts summed: the same number as over the whole test set, in bounded memory)."""
     import torch
 
-    from simclr.data.loader import ShardLoader
+    from simclr.data.loading.loader import ShardLoader
     from simclr.train.evaluate import EvalBatches, embed, knn_top1
 
     def make(split: str) -> ShardLoader:

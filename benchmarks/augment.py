@@ -42,7 +42,8 @@ def _sides(batch: int, size: int, device: str) -> dict[str, Callable[[], None]]:
     import torch
     from PIL import Image
 
-    from simclr.data.augment import BatchedSimCLRAugment, SimCLRAugment, view_seed
+    from simclr.data.augment.batched import BatchedSimCLRAugment
+    from simclr.data.augment.simclr import SimCLRAugment, view_seed
 
     strength = 0.5 if size <= 32 else 1.0
     x = _images(batch, size, seed=size)

@@ -44,7 +44,7 @@ def _images(size: int, n: int, seed: int, gray: bool) -> tuple[Any, Any, str]:  
     import torch
 
     if gray:
-        from simclr.data.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+        from simclr.data.shards.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
 
         if (DEFAULT_ROOT / "train-images-idx3-ubyte.gz").is_file():
             src = fashion_mnist_samples("train")
@@ -59,9 +59,9 @@ def _images(size: int, n: int, seed: int, gray: bool) -> tuple[Any, Any, str]:  
 
 def _prepare(workdir: Path, size: int, n: int, gray: bool) -> tuple[Path, Path, str]:
     """The same PNG bytes as an ImageFolder tree and as shards; returns (imagefolder root, data root, source)."""
-    from simclr.data.codec import encode_image
-    from simclr.data.shards import write_shards
-    from simclr.data.sources import array_samples
+    from simclr.data.shards.codec import encode_image
+    from simclr.data.shards.sources import array_samples
+    from simclr.data.shards.write import write_shards
 
     images, labels, desc = _images(size, n, seed=size, gray=gray)
     tag = f"{size}{'gray' if gray else 'rgb'}"
@@ -106,7 +106,7 @@ def _baseline(folder: Path, size: int, strength: float, blur: bool, batch: int, 
 
 
 def _ours(root: Path, size: int, strength: float, blur: bool, batch: int, workers: int, batched: bool) -> Callable[[], int]:
-    from simclr.data.loader import ShardLoader
+    from simclr.data.loading.loader import ShardLoader
 
     loader = ShardLoader(root, "train", batch_size=batch, mode="two_view", num_workers=workers, size=size,
                          strength=strength, blur=blur, batched_augment=batched)

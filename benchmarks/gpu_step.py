@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from benchmarks._result import write_result
-from simclr.data.loader import ShardLoader
-from simclr.data.shards import write_shards
-from simclr.data.sources import array_samples
+from simclr.data.loading.loader import ShardLoader
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.write import write_shards
 from simclr.losses.ntxent import nt_xent
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet

@@ -76,10 +76,10 @@ def _cluster_gate(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240 train + 100 test real Fashion-MNIST images (28x28 gray), shards of 64; fractions 10% and 50%."""
-    from simclr.data.fractions import write_label_fractions
-    from simclr.data.shards import write_shards
-    from simclr.data.sources import array_samples
-    from simclr.data.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+    from simclr.data.shards.fractions import write_label_fractions
+    from simclr.data.shards.sources import array_samples
+    from simclr.data.shards.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+    from simclr.data.shards.write import write_shards
 
     if not (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (make setup does it)")

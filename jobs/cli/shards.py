@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simclr.data.codec import check_format
 from simclr.data.errors import DataError
-from simclr.data.fractions import write_label_fractions
-from simclr.data.manifest import Manifest
-from simclr.data.shards import DEFAULT_MAX_COUNT, write_shards
-from simclr.data.shardset import open_split
-from simclr.data.sources import SampleSource, fashion_mnist_samples, imagefolder_samples, npz_samples
-from simclr.data.sources.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from simclr.data.shards.codec import check_format
+from simclr.data.shards.fractions import write_label_fractions
+from simclr.data.shards.manifest import Manifest
+from simclr.data.shards.shardset import open_split
+from simclr.data.shards.sources import SampleSource, fashion_mnist_samples, imagefolder_samples, npz_samples
+from simclr.data.shards.sources.fashion_mnist import DEFAULT_ROOT as FASHION_MNIST_ROOT
+from simclr.data.shards.write import DEFAULT_MAX_COUNT, write_shards
 
 log = logging.getLogger("jobs.cli.shards")
 

@@ -14,9 +14,9 @@ from torch import nn
 
 from jobs.config.stage import StageConfig
 from simclr import dist
-from simclr.data.fractions import fraction_name, fraction_path
-from simclr.data.loader import Mode, ShardLoader
-from simclr.data.manifest import Manifest
+from simclr.data.loading.loader import Mode, ShardLoader
+from simclr.data.shards.fractions import fraction_name, fraction_path
+from simclr.data.shards.manifest import Manifest
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet
 from simclr.models.simclr import SimCLRModel

@@ -20,7 +20,7 @@ from jobs.stages import builders
 from jobs.config.stage import StageConfig, from_dict
 from jobs.stages.parts import StageParts
 from simclr import dist
-from simclr.data.loader import Mode
+from simclr.data.loading.loader import Mode
 from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import EvalBatches, classify

@@ -41,7 +41,7 @@ FinalEval = Callable[[nn.Module], Mapping[str, float]]
 
 
 class EpochLoader(Protocol):
-    """What the loop needs of a loader (``simclr.data.loader.ShardLoader`` is one)."""
+    """What the loop needs of a loader (``simclr.data.loading.loader.ShardLoader`` is one)."""
 
     def __len__(self) -> int: ...
 

@@ -13,7 +13,7 @@ import torch
 
 from analysis.baselines import PixelKnn, pixel_knn_for_config, pixel_knn_for_runs
 from analysis.synthetic import model_config, write_run
-from simclr.data.loader import ShardLoader
+from simclr.data.loading.loader import ShardLoader
 
 
 def pretrain_cfg(root: Path | str, *, k: int = 20, bank: int = 0, seed: int = 0, size: int = 28,

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from jobs.cli.shards import build_dataset, main
-from simclr.data.manifest import Manifest
-from simclr.data.sources.fashion_mnist import DEFAULT_ROOT
+from simclr.data.shards.manifest import Manifest
+from simclr.data.shards.sources.fashion_mnist import DEFAULT_ROOT
 
 HAVE_FMNIST = (DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").is_file()
 
@@ -120,7 +120,7 @@ def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
     """PPM files rewritten with other pixels keep their size: the rerun reused the stale shards."""
     import os
 
-    from simclr.data.shardset import open_split
+    from simclr.data.shards.shardset import open_split
 
     d = tmp_path / "in" / "train" / "c"
     d.mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_an_edited_image_of_the_same_size_is_not_reused(tmp_path: Path) -> None:
     st = (d / "0.ppm").stat()
     os.utime(d / "0.ppm", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later edit, whatever the clock's grain
     build_dataset("imagefolder", tmp_path / "in", tmp_path / "root", splits=["train"], fractions=())
-    from simclr.data.codec import decode_pil
+    from simclr.data.shards.codec import decode_pil
 
     assert np.asarray(decode_pil(open_split(tmp_path / "root", "train").read(0), "RGB")).mean() == 110
 

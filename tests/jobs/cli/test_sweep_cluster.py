@@ -28,7 +28,7 @@ from jobs.cli.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 
-# The stage tests' tiny model, one short epoch per stage (tests/jobs/test_stages.py).
+# The stage tests' tiny model, one short epoch per stage (tests/jobs/stages/test_stages.py).
 TINY = [
     "model.width=0.125",
     "data.image_size=16",

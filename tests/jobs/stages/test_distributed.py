@@ -124,9 +124,9 @@ def test_two_ranks_pretrain_on_mostly_unlabelled_images(tmp_path: Path) -> None:
     and its metrics average over the ranks that measured them."""
     import numpy as np
 
-    from simclr.data.shards import write_shards
-    from simclr.data.sources import array_samples
-    from simclr.data.sources.fashion_mnist import fashion_mnist_samples
+    from simclr.data.shards.sources import array_samples
+    from simclr.data.shards.sources.fashion_mnist import fashion_mnist_samples
+    from simclr.data.shards.write import write_shards
 
     src = fashion_mnist_samples("test")
     root = tmp_path / "data"

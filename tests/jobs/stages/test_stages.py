@@ -326,9 +326,9 @@ def half_unlabelled_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFacto
     no fraction lists) and tiny_root's labelled test split."""
     import shutil
 
-    from simclr.data.shards import write_shards
-    from simclr.data.sources import array_samples
-    from simclr.data.sources.fashion_mnist import fashion_mnist_samples
+    from simclr.data.shards.sources import array_samples
+    from simclr.data.shards.sources.fashion_mnist import fashion_mnist_samples
+    from simclr.data.shards.write import write_shards
 
     src = fashion_mnist_samples("test")
     root = tmp_path_factory.mktemp("half_unlabelled")

@@ -2,7 +2,7 @@
 
 These use a small stage that follows the run-folder contract (tests/jobs/fake_stage.py) and submitit's
 LocalExecutor, which runs the same checkpoint/requeue protocol as SLURM on this machine. The real stages on
-the real cluster are exercised by tests/jobs/test_sweep_cluster.py.
+the real cluster are exercised by tests/jobs/cli/test_sweep_cluster.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jobs.config.cluster import load_profile, make_executor
 from jobs.sweep.launch import ReportTask, StageTask, check_parent
 
 FAKE = "tests.jobs.fake_stage:run_stage"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _config(run_dir: Path, steps: int = 30, parent: str | None = None) -> dict[str, Any]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from simclr.data.shards import write_shards
-from simclr.data.sources import array_samples
-from simclr.data.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+from simclr.data.shards.sources import array_samples
+from simclr.data.shards.sources.fashion_mnist import DEFAULT_ROOT, fashion_mnist_samples
+from simclr.data.shards.write import write_shards
 
 torch.set_num_threads(1)
 

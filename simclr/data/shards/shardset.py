@@ -1,0 +1,234 @@
+"""An opened, checked split: its manifest, every sample's key / label / location, and random-access reads.
+
+``open_split`` checks the split against its manifest before anything trains (DESIGN principle 6): every shard
+and index present, sizes right, index sha256 right, counts right, shard sha256 right (``verify="sha256"``),
+keys valid and unique, labels inside the class list, every sample's bytes inside its tar. A failed check raises
+:class:`DataError` naming the shard and, where one sample is at fault, its key — or, with a bad-sample budget,
+drops those samples and reports them (``ShardSet.dropped``) so the loader can count and log them.
+
+Reads are one ``os.pread`` per sample on a file descriptor opened lazily in each process (DataLoader workers
+included), so nothing big is loaded up front, the page cache shares shard bytes between ranks and workers of a
+node, and a tar that shrinks under us gives a short read (an error naming the key), never a crash or a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from simclr.data.errors import BadSampleError, DataError, ManifestError
+from simclr.data.shards.index import ShardIndex, read_index
+from simclr.data.shards.keys import check_key
+from simclr.data.shards.manifest import Manifest
+from simclr.data.shards.write import file_sha256
+
+log = logging.getLogger("simclr.data")
+
+Verify = Literal["sha256", "size", "auto"]
+#: ``verify="auto"`` hashes every shard when the split is at most this big (Fashion-MNIST: ~0.1 s), else sizes.
+AUTO_SHA256_MAX_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A sample left out at open time (with a bad-sample budget): where and why."""
+
+    shard: str
+    key: str
+    reason: str
+
+
+@dataclass
+class ShardSet:
+    """Samples ``0..N-1`` of one split, in shard order. Columns are numpy arrays / lists of length N."""
+
+    split_dir: Path
+    manifest: Manifest
+    keys: list[str]
+    labels: npt.NDArray[np.int64]
+    shard_ids: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    sizes: npt.NDArray[np.int64]
+    dropped: list[Dropped] = field(default_factory=list)
+    _fds: dict[int, int] = field(default_factory=dict, repr=False)
+    _pid: int = field(default=-1, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest.class_names)
+
+    def shard_path(self, i: int) -> Path:
+        """Path of the shard holding sample ``i``."""
+        return self.split_dir / self.manifest.shards[int(self.shard_ids[i])].name
+
+    def read(self, i: int) -> bytes:
+        """The encoded image bytes of sample ``i``; :class:`BadSampleError` (shard + key) on a short read."""
+        if self._pid != os.getpid():  # a forked worker: open our own descriptors
+            self._fds = {}
+            self._pid = os.getpid()
+        sid = int(self.shard_ids[i])
+        fd = self._fds.get(sid)
+        path = self.split_dir / self.manifest.shards[sid].name
+        try:
+            if fd is None:
+                fd = self._fds[sid] = os.open(path, os.O_RDONLY)
+            size = int(self.sizes[i])
+            data = os.pread(fd, size, int(self.offsets[i]))
+        except OSError as e:
+            raise BadSampleError(f"cannot read the sample: {e}", path=path, key=self.keys[i]) from e
+        if len(data) != size:
+            raise BadSampleError(f"short read ({len(data)} of {size} bytes): shard truncated?", path=path, key=self.keys[i])
+        return data
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fds"] = {}
+        state["_pid"] = -1
+        return state
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def select(self, rows: npt.NDArray[np.int64]) -> ShardSet:
+        """A ShardSet of the given sample rows (e.g. a label fraction), sharing the manifest."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ShardSet(
+            split_dir=self.split_dir,
+            manifest=self.manifest,
+            keys=[self.keys[r] for r in rows],
+            labels=self.labels[rows],
+            shard_ids=self.shard_ids[rows],
+            offsets=self.offsets[rows],
+            sizes=self.sizes[rows],
+            dropped=list(self.dropped),
+        )
+
+
+def open_split(
+    data_root: str | Path,
+    split: str,
+    *,
+    verify: Verify = "auto",
+    bad_sample_budget: int = 0,
+) -> ShardSet:
+    """Open ``<data_root>/<split>`` and check it against its manifest (see the module docstring).
+
+    Args:
+        verify: "sha256" hashes every shard, "size" checks sizes only, "auto" hashes splits up to 2 GiB.
+        bad_sample_budget: how many samples may be dropped for structural faults (missing or truncated shard,
+            bad key, duplicate key, label outside the class list) before that is an error. sha256 mismatches
+            and manifest/index disagreements are always errors: they say nothing about which sample is bad.
+    """
+    if verify not in ("sha256", "size", "auto"):
+        raise ValueError(f"verify must be 'sha256', 'size' or 'auto', got {verify!r}")
+    if bad_sample_budget < 0:
+        raise ValueError(f"bad_sample_budget must be >= 0, got {bad_sample_budget}")
+    split_dir = Path(data_root) / split
+    manifest = Manifest.load(split_dir)
+    if verify == "auto":
+        verify = "sha256" if sum(s.bytes for s in manifest.shards) <= AUTO_SHA256_MAX_BYTES else "size"
+    num_classes = manifest.num_classes
+    dropped: list[Dropped] = []
+
+    def drop_or_raise(err: DataError, shard: str, keys: list[str], reason: str) -> None:
+        if len(dropped) + len(keys) > bad_sample_budget:
+            raise err
+        dropped.extend(Dropped(shard, k, reason) for k in keys)
+
+    cols: list[tuple[int, ShardIndex, npt.NDArray[np.bool_]]] = []
+    for sid, info in enumerate(manifest.shards):
+        tar_path = split_dir / info.name
+        idx_path = split_dir / info.index
+        if not idx_path.is_file():
+            raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
+        if idx_path.stat().st_size != info.index_bytes or file_sha256(idx_path) != info.index_sha256:
+            raise ManifestError("shard index size/sha256 disagrees with the manifest", path=idx_path)
+        idx = read_index(idx_path)
+        if len(idx) != info.count:
+            raise ManifestError(f"index lists {len(idx)} samples, manifest says {info.count}", path=idx_path)
+        if len(idx) == 0 or idx.keys[0] != info.first_key:
+            raise ManifestError(f"index starts with {idx.keys[:1]}, manifest says {info.first_key!r}", path=idx_path)
+        keep = np.ones(len(idx), dtype=bool)
+        if not tar_path.is_file():
+            err = DataError(f"missing shard ({info.count} samples)", path=tar_path, key=info.first_key)
+            drop_or_raise(err, info.name, idx.keys, "missing shard")
+            continue
+        size = tar_path.stat().st_size
+        ends = idx.offsets + idx.sizes
+        if size != info.bytes:
+            if size == 0:
+                msg = "empty shard file"
+            elif size < info.bytes:
+                msg = f"truncated shard: {size} of {info.bytes} bytes"
+            else:
+                msg = f"shard has {size} bytes, manifest says {info.bytes}"
+            lost = ends > size
+            if size > info.bytes or not lost.any():
+                raise DataError(msg, path=tar_path)
+            first_lost = idx.keys[int(np.argmax(lost))]
+            drop_or_raise(DataError(msg + "; first sample lost", path=tar_path, key=first_lost), info.name,
+                          [k for k, bad in zip(idx.keys, lost) if bad], "truncated shard")
+            keep &= ~lost
+        elif verify == "sha256" and file_sha256(tar_path) != info.sha256:
+            raise DataError("shard sha256 disagrees with the manifest (corrupt or rewritten shard)", path=tar_path)
+        if (ends > info.bytes).any() or (idx.offsets < 0).any():
+            raise ManifestError("index points outside the shard", path=idx_path, key=idx.keys[int(np.argmax(ends > info.bytes))])
+        for j, (key, lab) in enumerate(zip(idx.keys, idx.labels)):
+            if not keep[j]:
+                continue
+            try:
+                check_key(key)
+            except BadSampleError as e:
+                drop_or_raise(BadSampleError(e.reason, path=tar_path, key=key), info.name, [key], "bad key")
+                keep[j] = False
+                continue
+            if not -1 <= lab < num_classes:
+                err = BadSampleError(f"label {lab} outside the {num_classes} classes", path=tar_path, key=key)
+                drop_or_raise(err, info.name, [key], "bad label")
+                keep[j] = False
+        cols.append((sid, idx, keep))
+
+    keys: list[str] = []
+    parts: dict[str, list[npt.NDArray[np.int64]]] = {"labels": [], "sids": [], "offsets": [], "sizes": []}
+    seen: dict[str, str] = {}
+    for sid, idx, keep in cols:
+        name = manifest.shards[sid].name
+        for j, key in enumerate(idx.keys):
+            if not keep[j]:
+                continue
+            if key in seen:
+                err = BadSampleError(f"duplicate key (also in {seen[key]})", path=split_dir / name, key=key)
+                drop_or_raise(err, name, [key], "duplicate key")
+                keep[j] = False
+                continue
+            seen[key] = name
+            keys.append(key)
+        parts["labels"].append(idx.labels[keep])
+        parts["sids"].append(np.full(int(keep.sum()), sid, dtype=np.int64))
+        parts["offsets"].append(idx.offsets[keep])
+        parts["sizes"].append(idx.sizes[keep])
+
+    def cat(name: str) -> npt.NDArray[np.int64]:
+        return np.concatenate(parts[name]).astype(np.int64) if parts[name] else np.zeros(0, np.int64)
+
+    for d in dropped:
+        log.warning("bad sample dropped (%s): shard %s, key %r", d.reason, d.shard, d.key)
+    return ShardSet(split_dir, manifest, keys, cat("labels"), cat("sids"), cat("offsets"), cat("sizes"), dropped)
