@@ -19,7 +19,7 @@ from simclr.data.shards.fractions import fraction_name, fraction_path
 from simclr.data.shards.manifest import Manifest
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet
-from simclr.models.simclr import SimCLRModel
+from simclr.models.simclr import SimCLRModel, build_backbone, build_simclr_model
 from simclr.optim.lars import LARS, param_groups_for_lars
 from simclr.optim.schedule import WarmupCosine, scaled_lr
 from simclr.train.loop import LoopSettings, total_steps
@@ -27,7 +27,7 @@ from simclr.train.loop import LoopSettings, total_steps
 
 def backbone(cfg: StageConfig) -> ResNet:
     m = cfg.model
-    return ResNet(depth=m.depth, width=m.width, sk_ratio=m.sk_ratio, cifar_stem=m.cifar_stem, in_channels=m.in_channels)
+    return build_backbone(m.depth, m.width, m.sk_ratio, m.cifar_stem, m.in_channels)
 
 
 def projection_head(cfg: StageConfig, in_dim: int) -> ProjectionHead:
@@ -36,8 +36,9 @@ def projection_head(cfg: StageConfig, in_dim: int) -> ProjectionHead:
 
 def simclr_model(cfg: StageConfig, num_classes: int | None) -> SimCLRModel:
     """Backbone + projection head (+ online probe when ``num_classes``), as pretraining builds it."""
-    net = backbone(cfg)
-    return SimCLRModel(net, projection_head(cfg, net.out_dim), num_classes)
+    m = cfg.model
+    return build_simclr_model(m.depth, m.width, m.sk_ratio, m.cifar_stem, m.num_proj_layers, m.proj_out_dim,
+                              num_classes=num_classes, in_channels=m.in_channels)
 
 
 def fraction_keys_file(data_root: str | Path, fraction: float, split: str = "train") -> Path | None:
