@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from jobs.sweep.local_pipeline import read_state
-from jobs.sweep.manifest import pid_alive, read_jobs, recorded_start
+from jobs.sweep.manifest import LOCAL, pid_alive, read_jobs, recorded_start
 from jobs.sweep.queue import QUERY_FAILED
 from jobs.sweep.submit import job_states
 
@@ -30,13 +30,13 @@ def cancel(sweep_dir: str | Path) -> list[str]:
     slurm_ids: list[str] = []
     pipelines: dict[str, int | None] = {}  # pipeline job id -> its controller's recorded start time
     for r in records:
-        jid = str(r["job_id"])
+        jid = r.job_id
         st = states.get(jid)
         # QUERY_FAILED: squeue did not answer; cancel it anyway (scancel of an ended job is harmless).
         if st is None or not (st.active or st.state in ("PENDING", QUERY_FAILED)):
             continue
-        if r.get("executor") == "local":
-            pipelines.setdefault(str(r["pipeline"]), recorded_start(r.get("pipeline_start")))
+        if r.executor == LOCAL and r.pipeline is not None:
+            pipelines.setdefault(r.pipeline, r.pipeline_start)
         else:
             slurm_ids.append(jid)
     # Whole arrays by their id when every active task of the array is being cancelled anyway.

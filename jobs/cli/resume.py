@@ -18,7 +18,8 @@ from typing import Any
 
 from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import read_manifest
-from jobs.sweep.submit import Plan, Submission, current_records, plan, submit, submit_lock
+from jobs.sweep.driver import lock_plan_submit
+from jobs.sweep.submit import Plan, Submission, current_records, plan
 
 
 def resume_plan(sweep_dir: str | Path) -> Plan:
@@ -43,18 +44,11 @@ def run_resume(sweep_dir: str | Path, *, dry_run: bool = False, printer: Any = p
                runner: str = DEFAULT_RUNNER) -> Submission:
     manifest = read_manifest(sweep_dir)
     _check_in_place(sweep_dir, manifest.sweep_dir)
-    with submit_lock(manifest.sweep_dir):
-        records, states = current_records(sweep_dir, require_live=True)
-        p = plan(manifest, records, states)
-        printer(f"[resume] {manifest.name}: {p.summary()}")
-        if p.empty:
-            printer("[resume] nothing to resubmit")
-            return Submission(submission_id="")
-        for t in p.submit:
-            printer(f"[resume]   {t.key}")
-        sub = submit(manifest, p, dry_run=dry_run, printer=printer, runner=runner)
-    for w in sub.warnings:
-        printer(f"[resume] WARNING: {w}")
+    sub = lock_plan_submit(manifest, tag="resume", describe=lambda p: f"{manifest.name}: {p.summary()}",
+                           nothing="nothing to resubmit", list_tasks=True, dry_run=dry_run, printer=printer,
+                           runner=runner)
+    if not sub.submission_id:
+        return sub
     if not dry_run:
         printer(f"[resume] queued {len(sub.job_ids)} task(s): "
                 + ", ".join(f"{s}={j}" for s, j in sub.arrays.items())

@@ -37,7 +37,8 @@ from jobs.config.cluster import profile_to_dict
 from jobs.sweep.expand import PointComposer, SweepError, compose_sweep, enabled_stages, expand, stage_profile
 from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import MANIFEST, Manifest, read_manifest, write_manifest
-from jobs.sweep.submit import Submission, current_records, plan, submit, submit_lock
+from jobs.sweep.driver import lock_plan_submit
+from jobs.sweep.submit import Submission, plan, submit
 from jobs.config.sweep import SweepConfig
 
 
@@ -75,12 +76,12 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
     manifest = build_manifest(sweep)
     sweep_dir = Path(manifest.sweep_dir)
     if dry_run:
-        records: list[dict[str, Any]] = []
-        p = plan(manifest, records, {})
+        p = plan(manifest, [], {})
         printer(f"# sweep {manifest.name} -> {sweep_dir}: {len(manifest.tasks)} tasks in stages "
                 f"{manifest.stages}; {p.summary()} (dry run: nothing submitted or written)")
         return submit(manifest, p, dry_run=True, printer=printer)
-    with submit_lock(sweep_dir):
+
+    def write() -> None:
         if (sweep_dir / MANIFEST).is_file():
             old = read_manifest(sweep_dir)
             manifest.created = old.created
@@ -89,15 +90,12 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
                 printer(f"[sweep] note: {len(gone)} task(s) of the previous manifest are not in this grid; "
                         "their run folders are kept")
         write_manifest(sweep_dir, manifest)
-        records, states = current_records(sweep_dir, require_live=True)
-        p = plan(manifest, records, states)
-        printer(f"[sweep] {manifest.name}: {len(manifest.tasks)} tasks in {manifest.stages}; {p.summary()}")
-        if p.empty:
-            printer("[sweep] nothing to submit")
-            return Submission(submission_id="")
-        sub = submit(manifest, p, printer=printer, runner=runner)
-    for w in sub.warnings:
-        printer(f"[sweep] WARNING: {w}")
+
+    sub = lock_plan_submit(manifest, tag="sweep", prepare=write, nothing="nothing to submit", printer=printer,
+                           runner=runner, describe=lambda p: f"{manifest.name}: {len(manifest.tasks)} tasks in "
+                                                             f"{manifest.stages}; {p.summary()}")
+    if not sub.submission_id:
+        return sub
     arrays = ", ".join(f"{s}={j}" for s, j in sub.arrays.items())
     printer(f"[sweep] queued {len(sub.job_ids)} task(s) in {sub.sbatch_calls} submission(s): {arrays}"
             + (f", report={sub.report}" if sub.report else ""))

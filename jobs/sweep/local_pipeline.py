@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask, _hand_over, preempt_signal
-from jobs.sweep.manifest import latest_jobs, pid_alive, process_start, read_jobs, read_manifest, recorded_start
+from jobs.sweep.manifest import (
+    LOCAL,
+    JobRecord,
+    latest_jobs,
+    pid_alive,
+    process_start,
+    read_jobs,
+    read_manifest,
+    recorded_start,
+)
 from jobs.sweep.queue import JobState
 from jobs.sweep.states import State
 from simclr.atomic import atomic_write_text
@@ -200,9 +209,9 @@ def _live_elsewhere(sweep_dir: str, key: str) -> bool:
     """Whether task ``key``'s latest job is pending or running in a live local pipeline (the state that
     status and resume read: :func:`local_states`)."""
     rec = latest_jobs(read_jobs(sweep_dir)).get(key)
-    if rec is None or rec.get("executor") != "local":
+    if rec is None or rec.executor != LOCAL:
         return False
-    return local_states(sweep_dir, [rec])[str(rec["job_id"])].active
+    return local_states(sweep_dir, [rec])[rec.job_id].active
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,26 +228,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def local_states(sweep_dir: str | Path, records: list[dict[str, Any]]) -> dict[str, JobState]:
+def local_states(sweep_dir: str | Path, records: list[JobRecord]) -> dict[str, JobState]:
     """States of local-executor tasks from their pipeline's state file (and whether it is alive)."""
     out: dict[str, JobState] = {}
     files: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("executor") != "local":
+        if r.executor != LOCAL or r.pipeline is None:
             continue
-        pid = str(r["pipeline"])
+        pid = r.pipeline
         if pid not in files:
             files[pid] = read_state(sweep_dir, pid)
         d = files[pid]
         # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
         # went to another process must not look alive (its tasks would never be resubmitted).
         alive = (pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
-                 or pid_alive(int(pid), recorded_start(r.get("pipeline_start"))))
-        st = d.get("tasks", {}).get(r.get("key"), {}) if r.get("key") else {"state": d.get("report", "PENDING")}
+                 or pid_alive(int(pid), r.pipeline_start))
+        st = d.get("tasks", {}).get(r.key, {}) if r.key else {"state": d.get("report", PIPE_PENDING)}
         state = str(st.get("state", "PENDING"))
         if not alive and state in (PIPE_PENDING, PIPE_RUNNING):
             state = PIPE_CANCELLED if d else State.UNKNOWN.value
-        out[str(r["job_id"])] = JobState(str(r["job_id"]), state, str(st.get("reason", "")),
+        out[r.job_id] = JobState(r.job_id, state, str(st.get("reason", "")),
                                          requeues=int(st.get("restarts", 0)))
     return out
 

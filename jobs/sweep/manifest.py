@@ -105,11 +105,76 @@ def read_manifest(sweep_dir: str | Path) -> Manifest:
         raise ValueError(f"{path}: not a valid sweep manifest ({e!r})") from None
 
 
-def append_jobs(sweep_dir: str | Path, records: list[dict[str, Any]]) -> None:
+SLURM, LOCAL = "slurm", "local"  # the executors a job record names
+
+
+class JobId(str):
+    """A job id as ``jobs.jsonl`` records it: SLURM's (``"123"``, an array task ``"123_4"``) or the local
+    pipeline's (``"<pipeline pid>:<index>"``, ``"<pipeline pid>:report"``)."""
+
+    @classmethod
+    def local(cls, pipeline: str, index: int | str) -> JobId:
+        return cls(f"{pipeline}:{index}")
+
+    @property
+    def is_local(self) -> bool:
+        return ":" in self
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One line of ``jobs.jsonl``: a job submitted for a task (``key``) or for the report (``key`` None)."""
+
+    job_id: JobId
+    stage: str = ""
+    key: str | None = None
+    executor: str = SLURM
+    time: float = 0.0
+    submission: str = ""
+    user: str | None = None  # who submitted it (a shared sweep folder: their queue is read too)
+    run_dir: str | None = None
+    log_dir: str | None = None
+    array_job_id: str | None = None
+    array_index: int | None = None
+    dependency: str | None = None
+    pipeline: str | None = None  # local executor: the pipeline's job id (its pid)
+    pipeline_start: int | None = None  # ... and that process's start time (see pid_alive)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "job_id", JobId(self.job_id))
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written: every field that is set, and ``key`` always (None for the report)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "key"}
+
+    @staticmethod
+    def from_json(d: Any) -> JobRecord | None:
+        """A record read back (older lines may lack fields); None when it is not a job record."""
+        if not isinstance(d, dict) or "job_id" not in d:
+            return None
+
+        def text(name: str) -> str | None:
+            v = d.get(name)
+            return None if v is None else str(v)
+
+        index = d.get("array_index")
+        when = d.get("time")
+        return JobRecord(
+            job_id=JobId(str(d["job_id"])), stage=str(d.get("stage", "")),
+            key=d["key"] if isinstance(d.get("key"), str) else None, executor=str(d.get("executor", SLURM)),
+            time=float(when) if isinstance(when, (int, float)) else 0.0, submission=str(d.get("submission", "")),
+            user=text("user"), run_dir=text("run_dir"), log_dir=text("log_dir"), array_job_id=text("array_job_id"),
+            array_index=index if isinstance(index, int) and not isinstance(index, bool) else None,
+            dependency=text("dependency"), pipeline=text("pipeline"),
+            pipeline_start=recorded_start(d.get("pipeline_start")),
+        )
+
+
+def append_jobs(sweep_dir: str | Path, records: list[JobRecord]) -> None:
     """Append job records to ``jobs.jsonl`` in one write, flushed to disk (never rewritten)."""
     if not records:
         return
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in records)
     path = Path(sweep_dir) / JOBS
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as f:
@@ -130,21 +195,21 @@ def append_jobs(sweep_dir: str | Path, records: list[dict[str, Any]]) -> None:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+def read_jobs(sweep_dir: str | Path) -> list[JobRecord]:
     """Every job record, oldest first; a torn last line (a killed writer) is skipped."""
     path = Path(sweep_dir) / JOBS
     if not path.is_file():
         return []
-    out: list[dict[str, Any]] = []
+    out: list[JobRecord] = []
     for line in path.read_text().splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            rec = json.loads(line)
+            rec = JobRecord.from_json(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict) and "job_id" in rec:
+        if rec is not None:
             out.append(rec)
     return out
 
@@ -203,11 +268,6 @@ def recorded_start(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def latest_jobs(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def latest_jobs(records: list[JobRecord]) -> dict[str, JobRecord]:
     """Task key -> its most recent job record (a resubmission supersedes the earlier job)."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in records:
-        key = r.get("key")
-        if isinstance(key, str):
-            out[key] = r
-    return out
+    return {r.key: r for r in records if r.key is not None}

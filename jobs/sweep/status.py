@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from jobs.sweep.manifest import latest_jobs, read_manifest
+from jobs.sweep.manifest import JobRecord, latest_jobs, read_manifest
 from jobs.sweep.queue import JobState
 from jobs.sweep.states import ACTIVE, FINAL, State
 from jobs.sweep.submit import current_records
@@ -68,7 +68,7 @@ def last_metric(run_dir: str | Path, stage: str, tail_bytes: int = 65536) -> tup
     return "", None
 
 
-def task_row(task: Any, rec: dict[str, Any] | None, js: JobState | None) -> Row:
+def task_row(task: Any, rec: JobRecord | None, js: JobState | None) -> Row:
     status = read_status(task.run_dir)
     progress = read_progress(task.run_dir) or {}
     slurm_state = js.state if js is not None else (State.NOT_SUBMITTED.value if rec is None else State.UNKNOWN.value)
@@ -102,7 +102,7 @@ def task_row(task: Any, rec: dict[str, Any] | None, js: JobState | None) -> Row:
         stage=task.stage, point=task.point, seed=task.seed, state=state, slurm_state=slurm_state, reason=reason,
         restarts=int(restarts) if isinstance(restarts, int) else (js.requeues if js is not None else 0),
         step=step if isinstance(step, int) else None, total_steps=total if isinstance(total, int) else None,
-        metric=metric, value=value, job_id=str(rec["job_id"]) if rec else "-", run_dir=task.run_dir,
+        metric=metric, value=value, job_id=rec.job_id if rec else "-", run_dir=task.run_dir,
     )
 
 
@@ -116,16 +116,16 @@ def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
         rec = latest.get(t.key)
         # A copied or moved sweep folder: its run folders are here, not where the manifest says.
         here = replace(t, run_dir=str(locate_run_dir(t.run_dir, manifest.sweep_dir, sweep_dir)))
-        rows.append(task_row(here, rec, states.get(str(rec["job_id"])) if rec else None))
-    report_recs = [r for r in records if r.get("stage") == "report"]
+        rows.append(task_row(here, rec, states.get(rec.job_id) if rec else None))
+    report_recs = [r for r in records if r.stage == "report"]
     report = None
     if report_recs:
         r = report_recs[-1]
-        js = states.get(str(r["job_id"]))
+        js = states.get(r.job_id)
         st = js.state if js else "UNKNOWN"
         reason = js.reason if js is not None and st in ("PENDING", "CANCELLED") else ""
         report = Row("report", "report", 0, st, st, reason, js.requeues if js else 0, None, None,
-                     "", None, str(r["job_id"]), str(Path(sweep_dir) / "report"))
+                     "", None, r.job_id, str(Path(sweep_dir) / "report"))
     return rows, report
 
 

@@ -57,6 +57,10 @@ from jobs.config.cluster import ClusterProfile, make_executor, profile_from_dict
 from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask
 from jobs.sweep.local_pipeline import PipelineTask, local_states
 from jobs.sweep.manifest import (
+    LOCAL,
+    SLURM,
+    JobId,
+    JobRecord,
     Manifest,
     Task,
     append_jobs,
@@ -101,22 +105,22 @@ class Plan:
         return not self.submit and not self.report_due
 
 
-def job_states(sweep_dir: str | Path, records: list[dict[str, Any]], *,
+def job_states(sweep_dir: str | Path, records: list[JobRecord], *,
                require_live: bool = False) -> dict[str, JobState]:
     """Job id -> state for every record (one sacct + one squeue call for the SLURM ones).
 
     ``require_live``: raise :class:`~jobs.sweep.queue.QueueUnavailable` when SLURM's queue cannot be read
     (a plan must not take a running task for a dead one).
     """
-    slurm = [r for r in records if r.get("executor", "slurm") == "slurm"]
+    slurm = [r for r in records if r.executor == SLURM]
     # Whoever submitted them (a shared sweep folder): their queues are read too.
-    users = sorted({str(r["user"]) for r in slurm if r.get("user")})
-    out = query(sorted({str(r["job_id"]) for r in slurm}), require_live=require_live, users=users)
+    users = sorted({r.user for r in slurm if r.user})
+    out = query(sorted({r.job_id for r in slurm}), require_live=require_live, users=users)
     out.update(local_states(sweep_dir, records))
     return out
 
 
-def plan(manifest: Manifest, records: list[dict[str, Any]], states: dict[str, JobState]) -> Plan:
+def plan(manifest: Manifest, records: list[JobRecord], states: dict[str, JobState]) -> Plan:
     """Decide what to submit (see the module docstring). Pure: reads run folders, submits nothing."""
     p = Plan()
     latest = latest_jobs(records)
@@ -127,9 +131,9 @@ def plan(manifest: Manifest, records: list[dict[str, Any]], states: dict[str, Jo
             p.done.append(t.key)
             continue
         rec = latest.get(t.key)
-        st = states.get(str(rec["job_id"])) if rec else None
+        st = states.get(rec.job_id) if rec else None
         if st is not None and st.active:
-            p.queued[t.key] = str(rec["job_id"])  # type: ignore[index]
+            p.queued[t.key] = rec.job_id  # type: ignore[union-attr]
         else:
             if st is not None and st.state in ("PENDING",):  # pending but dead (never-satisfied dependency)
                 p.cancel.append(st.job_id)
@@ -156,16 +160,16 @@ def plan(manifest: Manifest, records: list[dict[str, Any]], states: dict[str, Jo
                 p.parent_job[t.key] = p.queued[t.parent]
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     p.submit.sort(key=lambda t: order[t.stage])
-    report_at = [i for i, r in enumerate(records) if r.get("stage") == "report"]
-    rst = states.get(str(records[report_at[-1]]["job_id"])) if report_at else None
+    report_at = [i for i, r in enumerate(records) if r.stage == "report"]
+    rst = states.get(records[report_at[-1]].job_id) if report_at else None
     p.last_report = rst.state if rst is not None else ""
     # Tasks recorded after the last report (jobs.jsonl is append-only, so later = newer, no clock needed):
     # a submitter killed between the arrays and the report's sbatch left them without one. A report still
     # active is left alone (a pending one is superseded below when tasks are submitted now).
-    rerun = bool(report_at) and any(r.get("stage") != "report" for r in records[report_at[-1] + 1:])
+    rerun = bool(report_at) and any(r.stage != "report" for r in records[report_at[-1] + 1:])
     p.report_due = (bool(p.submit) or rst is None or not (rst.active or rst.state == "COMPLETED")
                     or (rerun and not rst.active))
-    if p.submit and rst is not None and rst.state == "PENDING" and ":" not in rst.job_id:
+    if p.submit and rst is not None and rst.state == "PENDING" and not JobId(rst.job_id).is_local:
         # The new report supersedes it (a running one is left to finish its files).
         p.cancel.append(rst.job_id)
     return p
@@ -239,7 +243,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
     """
     sweep_dir = Path(manifest.sweep_dir)
     sub = Submission(submission_id=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
-    stale = sorted({j for j in p.cancel if ":" not in j})  # local-executor ids are "<pid>:<i>"
+    stale = sorted({j for j in p.cancel if not JobId(j).is_local})
     if stale and not dry_run:
         subprocess.run(["scancel", *stale], capture_output=True, text=True, timeout=60)
     if manifest.cluster.get("executor") == "local":
@@ -274,10 +278,10 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
         # The submitting user too: on a sweep folder shared by a team, status/resume read that user's queue.
         user = getpass.getuser()
         append_jobs(sweep_dir, [
-            {"time": time.time(), "submission": sub.submission_id, "executor": "slurm", "user": user, "stage": stage,
-             "key": t.key, "run_dir": t.run_dir, "job_id": sub.job_ids[t.key], "array_job_id": array_id,
-             "array_index": i, "dependency": f"afterok:{targets[t.key]}" if t.key in targets else None,
-             "log_dir": str(folder).replace("%j", sub.job_ids[t.key])}
+            JobRecord(time=time.time(), submission=sub.submission_id, executor=SLURM, user=user, stage=stage,
+                      key=t.key, run_dir=t.run_dir, job_id=JobId(sub.job_ids[t.key]), array_job_id=array_id,
+                      array_index=i, dependency=f"afterok:{targets[t.key]}" if t.key in targets else None,
+                      log_dir=str(folder).replace("%j", sub.job_ids[t.key]))
             for i, t in enumerate(tasks)
         ])
         _narrow_dependencies(array_id, tasks, targets, dependency, sub)
@@ -293,10 +297,10 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
             job = ex.submit(ReportTask(str(sweep_dir)))
             sub.sbatch_calls += 1
             sub.report = str(job.job_id)
-            append_jobs(sweep_dir, [{"time": time.time(), "submission": sub.submission_id, "executor": "slurm",
-                                     "user": getpass.getuser(), "stage": "report", "key": None, "job_id": sub.report,
-                                     "dependency": dependency,
-                                     "log_dir": str(folder).replace("%j", sub.report)}])
+            append_jobs(sweep_dir, [JobRecord(time=time.time(), submission=sub.submission_id, executor=SLURM,
+                                              user=getpass.getuser(), stage="report", key=None,
+                                              job_id=JobId(sub.report), dependency=dependency,
+                                              log_dir=str(folder).replace("%j", sub.report))])
     return sub
 
 
@@ -400,23 +404,23 @@ def _submit_local(manifest: Manifest, p: Plan, sub: Submission, *, report: bool,
     # The controller's start time with its pid: status/resume/cancel then tell it from a process that got
     # the pid after the pipeline died without cleanup. None off Linux (the pid alone, as before).
     started = process_start(int(jid)) if jid.isdigit() else None
-    records = [{"time": time.time(), "submission": sub.submission_id, "executor": "local", "stage": t.stage,
-                "key": t.key, "run_dir": t.run_dir, "job_id": f"{jid}:{i}", "pipeline": jid,
-                "pipeline_start": started, "log_dir": str(folder).replace("%j", jid)}
+    records = [JobRecord(time=time.time(), submission=sub.submission_id, executor=LOCAL, stage=t.stage, key=t.key,
+                         run_dir=t.run_dir, job_id=JobId.local(jid, i), pipeline=jid, pipeline_start=started,
+                         log_dir=str(folder).replace("%j", jid))
                for i, t in enumerate(p.submit)]
     for r in records:
-        sub.job_ids[str(r["key"])] = str(r["job_id"])
+        sub.job_ids[str(r.key)] = r.job_id
     if with_report:
-        sub.report = f"{jid}:report"
-        records.append({"time": time.time(), "submission": sub.submission_id, "executor": "local",
-                        "stage": "report", "key": None, "job_id": sub.report, "pipeline": jid,
-                        "pipeline_start": started, "log_dir": str(folder).replace("%j", jid)})
+        sub.report = JobId.local(jid, "report")
+        records.append(JobRecord(time=time.time(), submission=sub.submission_id, executor=LOCAL, stage="report",
+                                 key=None, job_id=sub.report, pipeline=jid, pipeline_start=started,
+                                 log_dir=str(folder).replace("%j", jid)))
     append_jobs(sweep_dir, records)
     return sub
 
 
 def current_records(sweep_dir: str | Path, *,
-                    require_live: bool = False) -> tuple[list[dict[str, Any]], dict[str, JobState]]:
+                    require_live: bool = False) -> tuple[list[JobRecord], dict[str, JobState]]:
     """The sweep's job records and their states (``require_live``: see :func:`job_states`)."""
     records = read_jobs(sweep_dir)
     return records, job_states(sweep_dir, records, require_live=require_live)

@@ -92,11 +92,11 @@ def test_cancel_does_not_signal_a_process_that_took_a_dead_pipelines_pid(tmp_pat
 def test_jobs_scancel_refuses_are_not_reported_as_cancelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """A labmate's array in a shared sweep folder: scancel refuses it, and cancel said it was cancelled."""
-    from jobs.sweep.manifest import append_jobs
+    from jobs.sweep.manifest import JobRecord, append_jobs
     from jobs.sweep.queue import JobState
 
-    append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": "300_0", "executor": "slurm", "user": "alice"},
-                           {"key": "pretrain/b", "job_id": "301_0", "executor": "slurm", "user": "bob"}])
+    append_jobs(tmp_path, [JobRecord(key="pretrain/a", job_id="300_0", executor="slurm", user="alice"),
+                           JobRecord(key="pretrain/b", job_id="301_0", executor="slurm", user="bob")])
     monkeypatch.setattr(cancel_mod, "job_states", lambda d, recs: {
         "300_0": JobState("300_0", "RUNNING"), "301_0": JobState("301_0", "RUNNING")})
     calls: list[list[str]] = []

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jobs.cli import resume as resume_mod
-from jobs.sweep.manifest import Manifest, Task, append_jobs, write_manifest
+from jobs.sweep.manifest import JobRecord, Manifest, Task, append_jobs, write_manifest
 
 
 def _sweep(tmp_path: Path) -> Path:
@@ -26,7 +26,7 @@ def _sweep(tmp_path: Path) -> Path:
         (tmp_path / "runs" / key).mkdir(parents=True)
         (tmp_path / "runs" / key / "status.json").write_text(json.dumps({"state": "done"}))
     # the local pipeline that ran finetune/b1 is gone (pid 0 never runs): the task is lost
-    append_jobs(tmp_path, [{"key": "finetune/b1", "job_id": "0:3", "executor": "local", "pipeline": "0"}])
+    append_jobs(tmp_path, [JobRecord(key="finetune/b1", job_id="0:3", executor="local", pipeline="0")])
     return tmp_path
 
 
@@ -56,7 +56,7 @@ def test_resume_refuses_to_plan_when_the_queue_cannot_be_read(tmp_path: Path, mo
     from jobs.sweep import queue as slurm_queue
 
     sweep_dir = _sweep(tmp_path)
-    append_jobs(sweep_dir, [{"key": "finetune/b1", "job_id": "7_0", "executor": "slurm"}])
+    append_jobs(sweep_dir, [JobRecord(key="finetune/b1", job_id="7_0", executor="slurm")])
 
     def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
         if cmd[0] in ("sacct", "squeue"):

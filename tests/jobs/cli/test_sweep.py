@@ -122,7 +122,7 @@ def test_a_hanging_scontrol_loses_no_queued_array(tmp_path: Path, monkeypatch: p
         sub = sweep_mod.run_sweep("tiny", ov, runner=FAKE)
         assert sub.sbatch_calls == 3 and sub.report is not None  # pretrain, finetune and the report still queued
         assert any("scontrol dependency updates" in w and "failed" in w for w in sub.warnings)
-        recorded = {r["key"]: r["job_id"] for r in read_jobs(sweep) if r.get("key")}
+        recorded = {r.key: r.job_id for r in read_jobs(sweep) if r.key}
         assert recorded == sub.job_ids and len(recorded) == 6
         assert "WARNING" in capsys.readouterr().out
         # a rerun finds everything queued and submits nothing

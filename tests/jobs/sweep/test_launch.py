@@ -184,7 +184,7 @@ def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path:
     cancelled the new task at once (DependencyNeverSatisfied) instead of waiting for the parent."""
     import threading
 
-    from jobs.sweep.manifest import Manifest, Task, append_jobs, process_start, write_manifest
+    from jobs.sweep.manifest import JobRecord, Manifest, Task, append_jobs, process_start, write_manifest
 
     pre, ft = tmp_path / "runs" / "pretrain" / "a", tmp_path / "runs" / "finetune" / "a1"
     tasks = [Task(key="pretrain/a", stage="pretrain", point="a", seed=0, hash="0" * 8, run_dir=str(pre), parent=None,
@@ -200,8 +200,8 @@ def test_a_child_waits_for_its_parent_running_in_another_live_pipeline(tmp_path:
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps({"job_id": str(other.pid), "pid": other.pid, "pid_start": process_start(other.pid),
                                      "tasks": {"pretrain/a": {"state": "RUNNING"}}}))
-        append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": f"{other.pid}:0", "executor": "local",
-                                "pipeline": str(other.pid), "stage": "pretrain"}])
+        append_jobs(tmp_path, [JobRecord(**{"key": "pretrain/a", "job_id": f"{other.pid}:0", "executor": "local",
+                                "pipeline": str(other.pid), "stage": "pretrain"})])
         os.environ["FAKE_STEP_S"] = "0.0"
         from tests.jobs.fake_stage import run_stage
 

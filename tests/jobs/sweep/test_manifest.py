@@ -9,6 +9,7 @@ import pytest
 
 from simclr.atomic import atomic_write_text
 from jobs.sweep.manifest import (
+    JobRecord,
     Manifest,
     Task,
     append_jobs,
@@ -52,24 +53,40 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
 
 
 def test_jobs_are_appended_and_a_torn_line_is_skipped(tmp_path: Path) -> None:
-    append_jobs(tmp_path, [{"key": "a", "job_id": "1_0"}, {"key": "b", "job_id": "1_1"}])
-    append_jobs(tmp_path, [{"key": "a", "job_id": "7_0"}])
+    append_jobs(tmp_path, [JobRecord(key="a", job_id="1_0"), JobRecord(key="b", job_id="1_1")])
+    append_jobs(tmp_path, [JobRecord(key="a", job_id="7_0")])
     with open(tmp_path / "jobs.jsonl", "a") as f:
         f.write('{"key": "b", "job_')  # a writer killed mid-line
     recs = read_jobs(tmp_path)
-    assert [r["job_id"] for r in recs] == ["1_0", "1_1", "7_0"]
-    assert {k: r["job_id"] for k, r in latest_jobs(recs).items()} == {"a": "7_0", "b": "1_1"}
+    assert [r.job_id for r in recs] == ["1_0", "1_1", "7_0"]
+    assert {k: r.job_id for k, r in latest_jobs(recs).items()} == {"a": "7_0", "b": "1_1"}
     assert read_jobs(tmp_path / "nothing") == []
 
 
 def test_an_append_after_a_torn_line_keeps_all_its_records(tmp_path: Path) -> None:
     """A writer killed mid-append left a line without its newline: the next append's first record used to be
     glued to it and lost (a queued task unrecorded: resumed twice, never cancelled)."""
-    append_jobs(tmp_path, [{"key": "a", "job_id": "1_0"}, {"key": "b", "job_id": "1_1"}])
+    append_jobs(tmp_path, [JobRecord(key="a", job_id="1_0"), JobRecord(key="b", job_id="1_1")])
     with open(tmp_path / "jobs.jsonl", "a") as f:
         f.write('{"key": "c", "job_')  # a writer killed mid-line
-    append_jobs(tmp_path, [{"key": "c", "job_id": "2_0"}, {"key": "d", "job_id": "2_1"}])
-    assert [r["job_id"] for r in read_jobs(tmp_path)] == ["1_0", "1_1", "2_0", "2_1"]
-    append_jobs(tmp_path, [{"key": "e", "job_id": "3_0"}])  # a whole last line gets no blank line before it
+    append_jobs(tmp_path, [JobRecord(key="c", job_id="2_0"), JobRecord(key="d", job_id="2_1")])
+    assert [r.job_id for r in read_jobs(tmp_path)] == ["1_0", "1_1", "2_0", "2_1"]
+    append_jobs(tmp_path, [JobRecord(key="e", job_id="3_0")])  # a whole last line gets no blank line before it
     assert (tmp_path / "jobs.jsonl").read_text().count("\n\n") == 0
-    assert [r["job_id"] for r in read_jobs(tmp_path)][-1] == "3_0"
+    assert [r.job_id for r in read_jobs(tmp_path)][-1] == "3_0"
+
+
+def test_a_job_record_reads_back_as_written_and_older_lines_still_read(tmp_path: Path) -> None:
+    rec = JobRecord(job_id="12_3", stage="finetune", key="finetune/a", user="alice", array_job_id="12",
+                    array_index=3, dependency="afterok:11_0")
+    local = JobRecord(job_id="4242:0", stage="pretrain", key="pretrain/p", executor="local", pipeline="4242",
+                      pipeline_start=99)
+    append_jobs(tmp_path, [rec, local])
+    assert read_jobs(tmp_path) == [rec, local]
+    assert not rec.job_id.is_local and local.job_id.is_local
+    line = json.loads((tmp_path / "jobs.jsonl").read_text().splitlines()[1])
+    assert line["key"] == "pretrain/p" and "user" not in line  # unset fields are not written
+    # a line from an older writer: no executor (SLURM), a pipeline_start that is not an int (ignored)
+    (tmp_path / "jobs.jsonl").write_text('{"job_id": 7, "key": null, "stage": "report", "pipeline_start": "x"}\n')
+    (old,) = read_jobs(tmp_path)
+    assert (old.job_id, old.key, old.executor, old.pipeline_start) == ("7", None, "slurm", None)

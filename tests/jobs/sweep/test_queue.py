@@ -115,7 +115,7 @@ def test_a_labmates_jobs_are_read_from_their_queue(monkeypatch: pytest.MonkeyPat
     (not active) and the plan submitted them a second time. squeue here answers per -u user, like the real one."""
     import subprocess
 
-    from jobs.sweep.manifest import append_jobs
+    from jobs.sweep.manifest import JobRecord, append_jobs
     from jobs.sweep.submit import job_states
 
     queues = {"alice": ["300_0|RUNNING|None|(null)"], "bob": []}
@@ -132,10 +132,10 @@ def test_a_labmates_jobs_are_read_from_their_queue(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(slurm_queue.subprocess, "run", run)
     monkeypatch.setattr(slurm_queue.getpass, "getuser", lambda: "bob")
     monkeypatch.setattr(slurm_queue, "_known_user", lambda u: u != "gone")  # an account deleted since
-    append_jobs(tmp_path, [{"key": "pretrain/a", "job_id": "300_0", "executor": "slurm", "user": "alice",
-                            "stage": "pretrain"},
-                           {"key": "pretrain/b", "job_id": "299_0", "executor": "slurm", "user": "gone",
-                            "stage": "pretrain"}])
+    append_jobs(tmp_path, [JobRecord(**{"key": "pretrain/a", "job_id": "300_0", "executor": "slurm", "user": "alice",
+                            "stage": "pretrain"}),
+                           JobRecord(**{"key": "pretrain/b", "job_id": "299_0", "executor": "slurm", "user": "gone",
+                            "stage": "pretrain"})])
     from jobs.sweep.manifest import read_jobs
 
     st = job_states(tmp_path, read_jobs(tmp_path), require_live=True)

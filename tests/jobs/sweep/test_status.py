@@ -10,7 +10,7 @@ import pytest
 from jobs.cli import status as status_cli
 from jobs.sweep import status as status_mod
 from jobs.sweep import submit as submit_mod
-from jobs.sweep.manifest import Manifest, Task, append_jobs, write_manifest
+from jobs.sweep.manifest import JobRecord, Manifest, Task, append_jobs, write_manifest
 from jobs.sweep.queue import JobState
 
 
@@ -36,9 +36,9 @@ def _sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm: dict[str, Job
         + json.dumps({"step": 10, "split": "val", "name": "knn_top1", "value": 55.0}) + "\n"
         + '{"step": 11, "split": "tra')  # torn last line
     (a1 / "status.json").write_text(json.dumps({"state": "failed", "reason": "RuntimeError: boom"}))
-    append_jobs(tmp_path, [{"key": k, "job_id": f"5_{i}", "executor": "slurm", "stage": k.split("/")[0]}
+    append_jobs(tmp_path, [JobRecord(key=k, job_id=f"5_{i}", executor="slurm", stage=k.split("/")[0])
                            for i, k in enumerate(keys[:4])])
-    append_jobs(tmp_path, [{"key": None, "job_id": "7", "executor": "slurm", "stage": "report"}])
+    append_jobs(tmp_path, [JobRecord(key=None, job_id="7", executor="slurm", stage="report")])
     monkeypatch.setattr(submit_mod, "query", lambda ids, **kw: {i: slurm.get(i, JobState(i, "UNKNOWN")) for i in ids})
     return tmp_path
 

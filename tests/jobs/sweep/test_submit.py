@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from jobs.sweep.manifest import Manifest, Task, pid_alive
+from jobs.sweep.manifest import JobRecord, Manifest, Task, pid_alive
 from jobs.sweep.queue import JobState
 from jobs.sweep.local_pipeline import local_states
 from jobs.sweep.submit import _ranges, plan, submit
@@ -40,12 +40,12 @@ def _done(m: Manifest, *keys: str) -> None:
             (Path(t.run_dir) / "status.json").write_text(json.dumps({"state": "done"}))
 
 
-def _jobs(**states: str) -> tuple[list[dict], dict[str, JobState]]:
+def _jobs(**states: str) -> tuple[list[JobRecord], dict[str, JobState]]:
     records, js = [], {}
     for i, (key, state) in enumerate(states.items()):
         key = key.replace("__", "/")
         jid = f"100_{i}"
-        records.append({"key": key, "job_id": jid, "executor": "slurm"})
+        records.append(JobRecord(**{"key": key, "job_id": jid, "executor": "slurm"}))
         reason = "DependencyNeverSatisfied" if state == "DEADPENDING" else ""
         js[jid] = JobState(jid, "PENDING" if state == "DEADPENDING" else state, reason)
     return records, js
@@ -132,7 +132,7 @@ def test_a_report_that_failed_is_submitted_again_alone(tmp_path: Path) -> None:
     _done(m, *[t.key for t in m.tasks])
     records, states = _jobs()
     for state, due in [("FAILED", True), ("CANCELLED", True), ("COMPLETED", False), ("RUNNING", False)]:
-        rec = [*records, {"stage": "report", "key": None, "job_id": "200", "executor": "slurm"}]
+        rec = [*records, JobRecord(**{"stage": "report", "key": None, "job_id": "200", "executor": "slurm"})]
         p = plan(m, rec, {**states, "200": JobState("200", state)})
         assert not p.submit and p.report_due is due and p.empty is not due, state
         if due:
@@ -144,7 +144,7 @@ def test_a_pending_old_report_is_cancelled_when_a_new_one_is_submitted(tmp_path:
     m = _manifest(tmp_path)
     _done(m, "pretrain/a", "pretrain/b", "supervised/s", "finetune/a1", "finetune/a2", "finetune/b1")
     records, states = _jobs(distill__a1d="FAILED")
-    records.append({"stage": "report", "key": None, "job_id": "201", "executor": "slurm"})
+    records.append(JobRecord(**{"stage": "report", "key": None, "job_id": "201", "executor": "slurm"}))
     p = plan(m, records, {**states, "201": JobState("201", "PENDING", "Dependency")})
     assert [t.key for t in p.submit] == ["distill/a1d"] and "201" in p.cancel
     # a running report is left to finish its files
@@ -158,11 +158,11 @@ def test_a_rerun_queued_after_the_last_report_gets_a_report(tmp_path: Path) -> N
     m = _manifest(tmp_path)
     _done(m, *[t.key for t in m.tasks if t.key != "supervised/s"])
     records, states = _jobs(supervised__s="FAILED")
-    records.append({"stage": "report", "key": None, "job_id": "101", "executor": "slurm"})
+    records.append(JobRecord(**{"stage": "report", "key": None, "job_id": "101", "executor": "slurm"}))
     states["101"] = JobState("101", "COMPLETED")
     assert plan(m, records, states).submit  # supervised/s is resubmitted (with a report) ...
     # ... as 200_0, and the submitter dies before the report's sbatch
-    records.append({"stage": "supervised", "key": "supervised/s", "job_id": "200_0", "executor": "slurm"})
+    records.append(JobRecord(**{"stage": "supervised", "key": "supervised/s", "job_id": "200_0", "executor": "slurm"}))
     p = plan(m, records, {**states, "200_0": JobState("200_0", "RUNNING")})
     assert not p.submit and p.queued == {"supervised/s": "200_0"} and p.report_due and not p.empty
     assert "the report again (last one COMPLETED)" in p.summary()
@@ -173,7 +173,7 @@ def test_a_rerun_queued_after_the_last_report_gets_a_report(tmp_path: Path) -> N
     p = plan(m, records, {**states, "101": JobState("101", "RUNNING"), "200_0": JobState("200_0", "RUNNING")})
     assert not p.report_due and p.empty and not p.cancel
     # once a report follows the rerun's records, nothing is due
-    records.append({"stage": "report", "key": None, "job_id": "201", "executor": "slurm"})
+    records.append(JobRecord(**{"stage": "report", "key": None, "job_id": "201", "executor": "slurm"}))
     p = plan(m, records, {**states, "200_0": JobState("200_0", "COMPLETED"), "201": JobState("201", "COMPLETED")})
     assert not p.report_due and p.empty
 
@@ -185,12 +185,9 @@ def _sleeper(tmp_path: Path, name: str = "sleep") -> "subprocess.Popen[bytes]":
     return subprocess.Popen([str(link), "30"])
 
 
-def _local_records(pipeline: str, start: int | None) -> list[dict[str, Any]]:
-    rec: dict[str, Any] = {"key": "pretrain/a", "job_id": f"{pipeline}:0", "executor": "local",
-                           "pipeline": pipeline}
-    if start is not None:
-        rec["pipeline_start"] = start
-    return [rec]
+def _local_records(pipeline: str, start: int | None) -> list[JobRecord]:
+    return [JobRecord(key="pretrain/a", job_id=f"{pipeline}:0", executor="local", pipeline=pipeline,
+                      pipeline_start=start)]
 
 
 def test_a_reused_pid_does_not_keep_a_dead_local_pipeline_alive(tmp_path: Path) -> None:

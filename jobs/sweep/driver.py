@@ -1,0 +1,38 @@
+"""The one way a sweep's tasks are queued: lock the sweep folder, read what is queued and done, plan, submit.
+
+``simclr-sweep`` (a first submission, or a rerun of the same definition) and ``simclr-resume`` both come here,
+so that two shells submitting the same sweep at once, or a resume racing a sweep, never queue a task twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobs.sweep.manifest import Manifest
+from jobs.sweep.submit import Plan, Submission, current_records, plan, submit, submit_lock
+
+
+def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan], str], nothing: str,
+                     prepare: Callable[[], None] | None = None, list_tasks: bool = False, dry_run: bool = False,
+                     printer: Any = print, runner: str) -> Submission:
+    """Under the sweep folder's lock: ``prepare()`` (e.g. write the manifest), read the job records and the
+    live queue (a queue that cannot be read stops here: nothing is planned on a guess), plan, and submit the
+    plan (``dry_run``: print it only). Prints ``[tag] <describe(plan)>``, then ``[tag] <nothing>`` when there is
+    nothing to submit, and each warning of the submission."""
+    with submit_lock(manifest.sweep_dir):
+        if prepare is not None:
+            prepare()
+        records, states = current_records(manifest.sweep_dir, require_live=True)
+        p = plan(manifest, records, states)
+        printer(f"[{tag}] {describe(p)}")
+        if p.empty:
+            printer(f"[{tag}] {nothing}")
+            return Submission(submission_id="")
+        if list_tasks:
+            for t in p.submit:
+                printer(f"[{tag}]   {t.key}")
+        sub = submit(manifest, p, dry_run=dry_run, printer=printer, runner=runner)
+    for w in sub.warnings:
+        printer(f"[{tag}] WARNING: {w}")
+    return sub
