@@ -3,7 +3,7 @@
 Torch-free and neutral: the data layer, the training loop, ``jobs/`` and ``analysis/`` all write through it.
 
 A reader (or a requeued job) therefore sees either the old complete file or the new complete file, never a
-half-written one - the run-folder contract of DESIGN.md depends on it.
+half-written one - the run-folder contract of docs/CONTRACTS.md depends on it.
 """
 
 from __future__ import annotations

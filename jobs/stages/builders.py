@@ -1,6 +1,6 @@
 """Config -> library objects: the translation every stage shares (backbone, loaders, optimizer, schedule).
 
-The library parts take keyword arguments, never a config object (DESIGN.md); this module is the one place
+The library parts take keyword arguments, never a config object (docs/DESIGN.md); this module is the one place
 that reads config sections and calls them.
 """
 

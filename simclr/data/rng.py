@@ -1,6 +1,6 @@
 """Counter-based random numbers: uniforms as a pure function of (seed, counter), vectorised over seeds.
 
-Why not ``torch.Generator`` / ``numpy.random.Generator``: DESIGN.md principle 4 wants every random choice to be
+Why not ``torch.Generator`` / ``numpy.random.Generator``: docs/DESIGN.md principle 4 wants every random choice to be
 a function of (seed, epoch, sample key, view) only. A counter-based generator gives that for free — the n-th
 uniform of a view is ``hash(view_seed, n)`` — and a whole batch of views is one vectorised numpy expression,
 so the per-sample PIL path and the batched tensor path draw *identical* parameters from the same seeds.

@@ -1,4 +1,4 @@
-"""The ONE training loop. Stages differ only in what they inject (DESIGN.md principle 2).
+"""The ONE training loop. Stages differ only in what they inject (docs/DESIGN.md principle 2).
 
 A stage hands :func:`fit` a model, a loader, an optimizer, a learning-rate schedule, a step function that
 turns a batch into a loss, and evaluators. The loop owns everything else: device placement, DDP wrapping,

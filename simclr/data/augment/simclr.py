@@ -1,7 +1,7 @@
 """SimCLR augmentations (paper appendix A; official ``tf2/data_util.py``): per-view seeds, the per-sample PIL
 path and the evaluation transform (the batched tensor path is :mod:`simclr.data.augment.batched`).
 
-Randomness is a pure function of (seed, epoch, sample key, view) — DESIGN.md principle 4:
+Randomness is a pure function of (seed, epoch, sample key, view) — docs/DESIGN.md principle 4:
 ``view_seed(seed, epoch, key, view)`` names a view, and :func:`simclr.data.augment.params.sample_view_params`
 turns that number into crop box, flip, jitter factors and order, grayscale and blur choices. The same sample
 therefore gets the same two views whatever the worker count, batch composition or restart history, and the PIL

@@ -149,3 +149,13 @@ def test_a_limit_takes_samples_of_every_class(tmp_path: Path) -> None:
     # a larger limit than a class holds leaves its turns to the others
     res = build_dataset("imagefolder", tmp_path / "in", tmp_path / "root2", splits=["train"], limit=14, fractions=())
     assert res["train"].label_counts == [5, 5, 4]
+
+
+def test_the_old_module_spelling_names_the_new_command() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "jobs.shards", "--help"], capture_output=True, text=True)
+    assert out.returncode != 0 and "jobs.shards has moved: use simclr-shards (jobs.cli.shards)" in out.stderr
+    with pytest.raises(ModuleNotFoundError, match="jobs.grid has moved: use jobs.sweep.expand"):
+        import jobs.grid  # noqa: F401
