@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from jobs.config.compose import CONFIG_NAME, conf_path, group_options, hydra_errors
 from jobs.config.structured import merge_onto, plain_dict
 
 EXECUTORS = ("slurm", "local")
@@ -154,12 +155,12 @@ def profile_to_dict(profile: ClusterProfile) -> dict[str, Any]:
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> ClusterProfile:
     """``jobs/conf/cluster/<name>.yaml`` merged with ``overrides``, validated."""
-    _require(bool(re.match(r"^[A-Za-z0-9_.-]+$", name)), "name", f"{name!r} is not a profile name")
-    path = REPO_ROOT / "jobs" / "conf" / "cluster" / f"{name}.yaml"
+    _require(bool(CONFIG_NAME.match(name)), "name", f"{name!r} is not a profile name")
+    path = conf_path("cluster", f"{name}.yaml")
     if not path.is_file():
-        known = sorted(q.stem for q in path.parent.glob("*.yaml"))
-        raise ValueError(f"cluster profile '{name}': no file {path} (known: {known})")
-    fields = plain_dict(OmegaConf.load(path), label=f"cluster profile {path}")
+        raise ValueError(f"cluster profile '{name}': no file {path} (known: {group_options('cluster')})")
+    with hydra_errors(ValueError, prefix=f"cluster profile {path}: "):  # a YAML or interpolation error
+        fields = plain_dict(OmegaConf.load(path), label=f"cluster profile {path}")
     fields.pop("defaults", None)
     if overrides:
         fields = {**fields, **overrides}

@@ -42,6 +42,32 @@ def test_config_names_are_plain_file_names(name: str, ok: bool) -> None:
     assert bool(CONFIG_NAME.match(name)) is ok
 
 
+def test_every_reader_follows_the_one_conf_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage configs, the sweep definitions and the cluster profiles are all read from CONF_DIR (the folder
+    was worked out three times, in three modules)."""
+    from jobs.config.cluster import load_profile
+    from jobs.config.stage import ConfigError, compose
+    from jobs.sweep.expand import SweepError, compose_sweep
+
+    conf = tmp_path / "conf"
+    (conf / "sweep").mkdir(parents=True)
+    (conf / "cluster").mkdir()
+    (conf / "pretrain.yaml").write_text("defaults:\n  - stage_schema\n  - _self_\nseed: 7\n")
+    (conf / "cluster" / "mine.yaml").write_text("partition: mine\n")
+    (conf / "sweep" / "only.yaml").write_text("# @package _global_\ndefaults:\n  - /sweep_schema\n  - _self_\n"
+                                              "name: only\nsweep_dir: /tmp/only\n")
+    monkeypatch.setattr(cc, "CONF_DIR", conf)
+    assert compose("pretrain", ["run_dir=/r", "data.root=/d"]).seed == 7
+    with pytest.raises(ConfigError, match="Cannot find primary config 'finetune'"):
+        compose("finetune", ["run_dir=/r", "data.root=/d", "parent=/p"])
+    assert load_profile("mine").partition == "mine"
+    with pytest.raises(ValueError, match=re.escape(f"no file {conf / 'cluster' / 'local.yaml'} (known: ['mine'])")):
+        load_profile("local")
+    assert compose_sweep("only").sweep_dir == "/tmp/only"
+    with pytest.raises(SweepError, match=re.escape("(known: ['only'])")):
+        compose_sweep("demo")
+
+
 # ------------------------------------------------------------------------------------------------ the schemas
 def test_both_schemas_are_registered_under_the_names_the_yamls_use() -> None:
     from hydra.core.config_store import ConfigStore
