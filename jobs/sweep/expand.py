@@ -29,7 +29,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from jobs.config.cluster import ClusterProfile, profile_from_dict, profile_to_dict
+from jobs.config.cluster import profile_from_dict, profile_to_dict
 from jobs.config.compose import CONFIG_NAME, compose_config, conf_path, group_options, parse_overrides
 from jobs.config.stage import RESTART_FREE_KEYS, STAGES, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.sweep.manifest import Task
@@ -135,18 +135,6 @@ def sweep_from_dict(data: dict[str, Any]) -> SweepConfig:
         if stage not in STAGES:
             raise SweepError(f"sweep definition key 'stages.{stage}': unknown stage (one of {STAGES})")
     return obj
-
-
-def stage_profile(sweep: SweepConfig, stage: str) -> ClusterProfile:
-    """The cluster profile with the stage's ``resources`` on top (``report`` for the report job)."""
-    resources = sweep.report.resources if stage == "report" else sweep.stages[stage].resources
-    if not resources:
-        return sweep.cluster
-    try:
-        return profile_from_dict({**profile_to_dict(sweep.cluster), **dict(resources)})
-    except ValueError as e:
-        where = "report.resources" if stage == "report" else f"stages.{stage}.resources"
-        raise SweepError(f"sweep definition '{where}': {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
