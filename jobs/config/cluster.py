@@ -180,6 +180,12 @@ def slurm_parameters(
     module path on the compute node (``jobs.sweep.launch.StageTask``), whatever folder ``sbatch`` ran from.
     """
     validate(profile)
+    return _slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra)
+
+
+def _slurm_parameters(profile: ClusterProfile, *, job_name: str, dependency: str | None,
+                      extra: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`slurm_parameters` of a profile its caller validated."""
     additional: dict[str, Any] = {k: v for k, v in profile.sbatch.items()}
     if dependency:
         additional["dependency"] = dependency
@@ -218,7 +224,7 @@ def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str 
 
     SLURM: a ``SlurmExecutor`` (what ``AutoExecutor(cluster="slurm")`` wraps) with ``max_num_timeout`` given
     to the constructor -- submitit ignores it in ``update_parameters``. Local: a ``LocalExecutor`` with the
-    profile's time limit, tasks and setup.
+    profile's time limit, tasks and setup. ``profile`` is validated here, once, before anything is written.
     """
     validate(profile)
     if profile.executor == "local":
@@ -236,5 +242,5 @@ def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str 
     from submitit.slurm.slurm import SlurmExecutor
 
     ex = SlurmExecutor(folder, max_num_timeout=profile.max_num_timeout, python=profile.python)
-    ex.update_parameters(**slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra))
+    ex.update_parameters(**_slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra))
     return ex

@@ -136,3 +136,17 @@ def test_profile_file_that_does_not_parse_is_refused_naming_it(tmp_path, monkeyp
     monkeypatch.setattr(jobs.config.compose, "CONF_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"(?s)^cluster profile .*broken\.yaml: while parsing .*line 1"):
         load_profile("broken")
+
+
+@pytest.mark.skipif(shutil.which("srun") is None, reason="submitit's SlurmExecutor needs srun on PATH")
+def test_make_executor_validates_the_profile_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It validated the profile, then slurm_parameters (which it builds the parameters with) validated it again."""
+    import jobs.config.cluster
+
+    profile = load_profile("local")
+    calls: list[ClusterProfile] = []
+    monkeypatch.setattr(jobs.config.cluster, "validate", lambda p: calls.append(p) or p)
+    make_executor(profile, tmp_path / "%j", job_name="n")
+    assert calls == [profile]
+    slurm_parameters(profile)  # called on its own, it is the check before the script
+    assert len(calls) == 2
