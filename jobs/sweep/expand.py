@@ -29,7 +29,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from jobs.config.cluster import profile_from_dict, profile_to_dict
+from jobs.config.cluster import validate as validate_profile
 from jobs.config.compose import CONFIG_NAME, compose_config, conf_path, group_options, parse_overrides
 from jobs.config.stage import RESTART_FREE_KEYS, STAGES, StageConfig, flatten, from_dict, to_dict, validate
 from jobs.sweep.manifest import Task
@@ -129,8 +129,8 @@ def sweep_from_dict(data: dict[str, Any]) -> SweepConfig:
     obj = merge_onto(SweepConfig, data, label="sweep definition", error=SweepError)
     if obj.sweep_dir in ("", "???"):
         raise SweepError("sweep definition key 'sweep_dir': is required (the sweep folder)")
-    # Re-validate the profile through its own checks (ValueError naming the key).
-    obj.cluster = profile_from_dict(profile_to_dict(obj.cluster))
+    # The profile's own checks (ValueError naming the key); the merge above made it a ClusterProfile already.
+    validate_profile(obj.cluster)
     for stage in obj.stages:
         if stage not in STAGES:
             raise SweepError(f"sweep definition key 'stages.{stage}': unknown stage (one of {STAGES})")

@@ -177,3 +177,21 @@ def test_a_bad_stage_resource_fails_the_whole_sweep_before_anything(
         assert sweep_mod.main(["tiny", f"sweep_dir={target}", "data.root=/d", override, *dry]) == 2
         assert f"sweep definition {where}" in capsys.readouterr().err
         assert not target.exists()
+
+
+def test_each_profile_is_validated_where_it_is_made_and_at_the_sbatch_script(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's profile was merged and validated again by sweep_from_dict, every stage's again by submit, and
+    make_executor / slurm_parameters validated twice more: 9 checks for 3 jobs here, now 6."""
+    import jobs.config.cluster as cluster
+    import jobs.sweep.expand as expand
+
+    checked: list[int] = []
+    real = cluster.validate
+    monkeypatch.setattr(cluster, "validate", lambda p: checked.append(p.time_min) or real(p))
+    monkeypatch.setattr(expand, "validate_profile", cluster.validate)
+    sweep_mod.run_sweep("tiny", [f"sweep_dir={tmp_path / 'sw'}", "data.root=/d", *RESOURCES], dry_run=True,
+                        printer=lambda *_: None)
+    # composed (the sweep's: 60), merged at build (pretrain: 5, report: 9), each sbatch script (pretrain,
+    # finetune under the sweep's profile, report)
+    assert checked == [60, 5, 9, 5, 60, 9]
