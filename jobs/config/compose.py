@@ -1,19 +1,19 @@
 """The one Hydra composition path: every config composed from ``jobs/conf`` goes through here.
 
 It owns the conf folder (:data:`CONF_DIR`, read at call time, so that a test may point it elsewhere), Hydra's
-set-up (``initialize_config_dir`` with :data:`VERSION_BASE`), the schemas registered in Hydra's ConfigStore
-(``stage_schema`` and ``sweep_schema``: the YAMLs name them as their first default, so Hydra itself rejects
-unknown keys and ill-typed values while composing), the mapping of Hydra's and OmegaConf's exceptions to an
-error class the caller chooses (:func:`hydra_errors`: the message names the key or the override), and the parsing
-of override strings (:func:`parse_overrides`, over Hydra's own parser: the values come out as Hydra reads them,
-quotes removed).
+set-up (``initialize_config_dir`` with :data:`VERSION_BASE`), the registration of the schemas in Hydra's
+ConfigStore under the names the YAMLs give as their first default (:data:`SCHEMA_NAMES`: ``stage_schema``,
+``sweep_schema``; so Hydra itself rejects unknown keys and ill-typed values while composing), the mapping of
+Hydra's and OmegaConf's exceptions to an error class the caller chooses (:func:`hydra_errors`: the message names
+the key or the override), and the parsing of override strings (:func:`parse_overrides`, over Hydra's own parser:
+the values come out as Hydra reads them, quotes removed).
 
 Callers: ``jobs.config.stage.compose`` (one stage config), ``jobs.sweep.expand.compose_sweep`` (a sweep
 definition), ``jobs.sweep.expand.PointComposer`` (a stage config per set of group choices, and the override
 parser), ``jobs.config.cluster.load_profile`` (the profile files) and ``jobs.cli.demo`` (finding ``data.root``).
 
-Imports no other ``jobs`` module at import time (the schemas are imported when they are registered), and Hydra
-only when it is used.
+Imports no other ``jobs`` module (the callers pass the schema: ``jobs.config.stage`` and ``jobs.config.cluster``
+import this one), and Hydra only when it is used.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 VERSION_BASE = None
 # A config file's name inside a group folder: no path separator, no glob.
 CONFIG_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# The ConfigStore name of each schema a YAML starts from (its first default: `- stage_schema`, `- /sweep_schema`),
+# by the schema's class name (jobs.config.stage.StageConfig, jobs.config.sweep.SweepConfig).
+SCHEMA_NAMES = {"StageConfig": "stage_schema", "SweepConfig": "sweep_schema"}
 
 
 def conf_path(*parts: str) -> Path:
@@ -48,20 +51,14 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in conf_path(group).glob("*.yaml"))
 
 
-def register_schemas() -> None:
-    """Store the schemas the YAMLs start from (their first default) in Hydra's ConfigStore: ``stage_schema``
-    (:class:`~jobs.config.stage.StageConfig`) and ``sweep_schema`` (:class:`~jobs.config.sweep.SweepConfig`).
-    Idempotent; every composition calls it."""
+def register_schema(schema: type) -> str:
+    """Store ``schema`` in Hydra's ConfigStore under its :data:`SCHEMA_NAMES` name (idempotent: every composition
+    does it); returns the name."""
     from hydra.core.config_store import ConfigStore
 
-    # Imported here, not at the top: jobs.config.stage and jobs.config.cluster (which jobs.config.sweep
-    # imports) import this module.
-    from jobs.config.stage import StageConfig
-    from jobs.config.sweep import SweepConfig
-
-    store = ConfigStore.instance()
-    store.store(name="stage_schema", node=StageConfig)
-    store.store(name="sweep_schema", node=SweepConfig)
+    name = SCHEMA_NAMES[schema.__name__]
+    ConfigStore.instance().store(name=name, node=schema)
+    return name
 
 
 def _override_message(text: str, e: Exception) -> str:
@@ -96,10 +93,10 @@ def hydra_errors(error: type[ValueError], prefix: str = "") -> Iterator[None]:
         raise error(f"{prefix}{e}") from None
 
 
-def compose_config(config_name: str, overrides: Sequence[str] = (), *, error: type[ValueError], label: str,
-                   prefix: str = "") -> dict[str, Any]:
+def compose_config(config_name: str, overrides: Sequence[str] = (), *, schema: type, error: type[ValueError],
+                   label: str, prefix: str = "") -> dict[str, Any]:
     """``<conf>/<config_name>.yaml`` composed by Hydra's compose API with ``overrides``, interpolations resolved, as
-    a plain dict (not yet checked against anything but the schema it starts from).
+    a plain dict (not yet checked against anything but ``schema``, the dataclass the YAML starts from).
 
     Errors: ``error`` (see :func:`hydra_errors`, with ``prefix``); a config that is not a mapping is refused naming
     ``label``.
@@ -107,7 +104,7 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), *, error: ty
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    register_schemas()
+    register_schema(schema)
     with hydra_errors(error, prefix):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=VERSION_BASE):
             raw = hydra_compose(config_name=config_name, overrides=list(overrides))

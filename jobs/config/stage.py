@@ -258,6 +258,7 @@ def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     e.g. ``["model=resnet18_w025", "data.root=/data/fmnist", "train.epochs=5"]``."""
     # The stage YAMLs start from stage_schema (their first default), so Hydra itself rejects unknown keys and
     # ill-typed values while composing; errors as ConfigError naming the key or the override.
-    fields = compose_config(stage, list(overrides or []), error=ConfigError, label=f"stage config {stage!r}")
+    fields = compose_config(stage, list(overrides or []), schema=StageConfig, error=ConfigError,
+                            label=f"stage config {stage!r}")
     fields["stage"] = stage
     return from_dict(fields)

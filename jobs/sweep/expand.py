@@ -89,8 +89,8 @@ def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     # The sweep YAMLs start from sweep_schema, so `stages.x.enabled=false` or `report.enabled=false` need
     # no '+' on the command line, and a misspelt key fails while composing.
     sweep_ov, stage_ov = split_cli_overrides(list(overrides or []))
-    data = compose_config(f"sweep/{name}", sweep_ov, error=SweepError, label=f"sweep {name!r}",
-                          prefix=f"sweep {name!r}: ")
+    data = compose_config(f"sweep/{name}", sweep_ov, schema=SweepConfig, error=SweepError,
+                          label=f"sweep {name!r}", prefix=f"sweep {name!r}: ")
     data.pop("defaults", None)
     cfg = sweep_from_dict(data)
     cfg.final_overrides = list(cfg.final_overrides) + stage_ov
@@ -201,7 +201,8 @@ class PointComposer:
         key = (stage, groups)
         if key not in self._base:
             # The same composition as jobs.config.stage.compose (the stage YAMLs, the groups chosen).
-            self._base[key] = compose_config(stage, list(groups), error=SweepError, label=f"stage config {stage!r}")
+            self._base[key] = compose_config(stage, list(groups), schema=StageConfig, error=SweepError,
+                                             label=f"stage config {stage!r}")
         fresh: dict[str, Any] = json.loads(json.dumps(self._base[key]))  # a deep copy the caller may change
         return fresh
 

@@ -16,10 +16,13 @@ from jobs.config.compose import (
     compose_config,
     conf_path,
     group_options,
+    SCHEMA_NAMES,
     hydra_errors,
     parse_overrides,
-    register_schemas,
+    register_schema,
 )
+from jobs.config.stage import StageConfig
+from jobs.config.sweep import SweepConfig
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -72,15 +75,19 @@ def test_every_reader_follows_the_one_conf_folder(tmp_path: Path, monkeypatch: p
 def test_both_schemas_are_registered_under_the_names_the_yamls_use() -> None:
     from hydra.core.config_store import ConfigStore
 
-    register_schemas()
+    assert (register_schema(StageConfig), register_schema(SweepConfig)) == ("stage_schema", "sweep_schema")
+    assert sorted(SCHEMA_NAMES.values()) == ["stage_schema", "sweep_schema"]
     stored = ConfigStore.instance().list("/")
     assert "stage_schema.yaml" in stored and "sweep_schema.yaml" in stored
-    for yaml_file, schema in [("pretrain.yaml", "stage_schema"), ("sweep/tiny.yaml", "/sweep_schema")]:
-        assert schema in OmegaConf.load(CONF_DIR / yaml_file).defaults
+    for yaml_file, schema in [("pretrain.yaml", "stage_schema"), ("finetune.yaml", "stage_schema"),
+                              ("sweep/tiny.yaml", "/sweep_schema"), ("sweep/demo.yaml", "/sweep_schema")]:
+        assert OmegaConf.load(CONF_DIR / yaml_file).defaults[0] == schema
+    with pytest.raises(KeyError):
+        register_schema(Oops)
 
 
 def test_compose_config_gives_a_plain_resolved_dict() -> None:
-    data = compose_config("pretrain", ["model=resnet50", "data.root=/d"], error=Oops, label="x")
+    data = compose_config("pretrain", ["model=resnet50", "data.root=/d"], schema=StageConfig, error=Oops, label="x")
     assert isinstance(data, dict) and isinstance(data["model"], dict)
     assert data["model"]["depth"] == 50 and data["data"]["root"] == "/d"
     assert "defaults" not in data
@@ -96,7 +103,8 @@ def test_compose_config_gives_a_plain_resolved_dict() -> None:
 ])
 def test_composition_errors_become_the_callers_class_naming_the_key(override: str, named: str) -> None:
     with pytest.raises(Oops) as e:
-        compose_config("pretrain", [override], error=Oops, label="stage config 'pretrain'", prefix="P: ")
+        compose_config("pretrain", [override], schema=StageConfig, error=Oops, label="stage config 'pretrain'",
+                       prefix="P: ")
     assert str(e.value).startswith("P: ") and named in str(e.value)
     assert e.value.__cause__ is None and e.value.__suppress_context__  # no Hydra traceback behind it
 
@@ -148,9 +156,9 @@ def test_a_config_that_is_not_a_mapping_or_does_not_parse(tmp_path: Path, monkey
     (tmp_path / "broken.yaml").write_text("x: [1\n")
     monkeypatch.setattr(cc, "CONF_DIR", tmp_path)
     with pytest.raises(Oops, match="^P: primary config 'listy' must be a DictConfig"):
-        compose_config("listy", error=Oops, label="L", prefix="P: ")
+        compose_config("listy", schema=StageConfig, error=Oops, label="L", prefix="P: ")
     with pytest.raises(Oops, match=r"(?s)^P: while parsing .*broken\.yaml"):  # was yaml's raw ParserError
-        compose_config("broken", error=Oops, label="L", prefix="P: ")
+        compose_config("broken", schema=StageConfig, error=Oops, label="L", prefix="P: ")
 
 
 # ------------------------------------------------------------------------------------------------ the override parser
