@@ -45,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
 
+    from jobs.config.compose import parse_overrides
+    from jobs.sweep.expand import SweepError
+
     overrides = list(args.overrides)
-    root = next((Path(o.split("=", 1)[1]) for o in overrides if o.startswith("data.root=")), None)
-    if root is None and not any(o.startswith("data=") for o in overrides):
+    # As Hydra reads them (quotes removed, `+data.root=`, the last one wins), not by string prefix.
+    parsed = parse_overrides(overrides, error=SweepError)
+    roots = [Path(str(o.value)) for o in parsed if o.key == "data.root" and o.sets_value]
+    root = roots[-1] if roots else None
+    data_group = any(o.key == "data" and o.kind != "delete" for o in parsed)
+    if root is None and not data_group:
         root = DEFAULT_DATA_ROOT
         overrides.append(f"data.root={root}")
-    if root is not None and not any(o.startswith("data=") for o in overrides):
+    if root is not None and not data_group:
         print(f"[demo] data: Fashion-MNIST shards in {root}")
         prepare_data(root)
 

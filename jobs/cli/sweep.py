@@ -34,25 +34,23 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from jobs.config.cluster import profile_to_dict
-from jobs.sweep.expand import PointComposer, SweepError, compose_sweep, enabled_stages, expand, stage_profile
+from jobs.sweep.expand import PointComposer, SweepError, compose_sweep, enabled_stages, expand
 from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import MANIFEST, Manifest, read_manifest, write_manifest
 from jobs.sweep.driver import lock_plan_submit
-from jobs.sweep.submit import Submission, plan, submit
+from jobs.sweep.submit import StageProfiles, Submission, plan, submit
 from jobs.config.sweep import SweepConfig
 
 
-def build_manifest(sweep: SweepConfig, composer: PointComposer | None = None) -> Manifest:
-    """Expand and validate everything (no file is written, nothing is submitted)."""
+def build_manifest(sweep: SweepConfig, composer: PointComposer | None = None) -> tuple[Manifest, StageProfiles]:
+    """Expand and validate everything (no file is written, nothing is submitted): the manifest, and each job's
+    cluster profile merged from what the manifest records and validated, once (what :func:`submit` uses)."""
     tasks = expand(sweep, composer)
     stages = enabled_stages(sweep)
     resources = {s: dict(sweep.stages[s].resources) for s in stages if sweep.stages[s].resources}
-    for s in stages:  # validates each stage's resources against the profile now, not at sbatch time
-        stage_profile(sweep, s)
-    stage_profile(sweep, "report")
     definition = OmegaConf.to_container(OmegaConf.structured(sweep))
     assert isinstance(definition, dict)
-    return Manifest(
+    manifest = Manifest(
         name=sweep.name,
         sweep_dir=str(Path(sweep.sweep_dir).expanduser().resolve()),
         definition=definition,  # type: ignore[arg-type]
@@ -62,6 +60,10 @@ def build_manifest(sweep: SweepConfig, composer: PointComposer | None = None) ->
         stage_resources=resources,
         report=asdict(sweep.report),
     )
+    # The sweep's profile as composed (validated then); each stage's resources merged and validated now, not at
+    # sbatch time.
+    profiles = StageProfiles(manifest, sweep.cluster, error=SweepError).merge([*stages, "report"])
+    return manifest, profiles
 
 
 def run_sweep(name: str, overrides: list[str], *, dry_run: bool = False, printer: Any = print,
@@ -73,13 +75,13 @@ def run_sweep(name: str, overrides: list[str], *, dry_run: bool = False, printer
 def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = print,
                  runner: str = DEFAULT_RUNNER) -> Submission:
     """Expand and validate ``sweep``, write its manifest, submit what is neither done nor queued."""
-    manifest = build_manifest(sweep)
+    manifest, profiles = build_manifest(sweep)
     sweep_dir = Path(manifest.sweep_dir)
     if dry_run:
         p = plan(manifest, [], {})
         printer(f"# sweep {manifest.name} -> {sweep_dir}: {len(manifest.tasks)} tasks in stages "
                 f"{manifest.stages}; {p.summary()} (dry run: nothing submitted or written)")
-        return submit(manifest, p, dry_run=True, printer=printer)
+        return submit(manifest, p, dry_run=True, printer=printer, profiles=profiles)
 
     def write() -> None:
         if (sweep_dir / MANIFEST).is_file():
@@ -92,8 +94,9 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
         write_manifest(sweep_dir, manifest)
 
     sub = lock_plan_submit(manifest, tag="sweep", prepare=write, nothing="nothing to submit", printer=printer,
-                           runner=runner, describe=lambda p: f"{manifest.name}: {len(manifest.tasks)} tasks in "
-                                                             f"{manifest.stages}; {p.summary()}")
+                           runner=runner, profiles=profiles,
+                           describe=lambda p: f"{manifest.name}: {len(manifest.tasks)} tasks in {manifest.stages}; "
+                                              f"{p.summary()}")
     if not sub.submission_id:
         return sub
     arrays = ", ".join(f"{s}={j}" for s, j in sub.arrays.items())

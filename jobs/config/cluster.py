@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from jobs.config.compose import CONFIG_NAME, conf_path, group_options, hydra_errors
 from jobs.config.structured import merge_onto, plain_dict
 
 EXECUTORS = ("slurm", "local")
@@ -154,12 +155,12 @@ def profile_to_dict(profile: ClusterProfile) -> dict[str, Any]:
 
 def load_profile(name: str, overrides: dict[str, Any] | None = None) -> ClusterProfile:
     """``jobs/conf/cluster/<name>.yaml`` merged with ``overrides``, validated."""
-    _require(bool(re.match(r"^[A-Za-z0-9_.-]+$", name)), "name", f"{name!r} is not a profile name")
-    path = REPO_ROOT / "jobs" / "conf" / "cluster" / f"{name}.yaml"
+    _require(bool(CONFIG_NAME.match(name)), "name", f"{name!r} is not a profile name")
+    path = conf_path("cluster", f"{name}.yaml")
     if not path.is_file():
-        known = sorted(q.stem for q in path.parent.glob("*.yaml"))
-        raise ValueError(f"cluster profile '{name}': no file {path} (known: {known})")
-    fields = plain_dict(OmegaConf.load(path), label=f"cluster profile {path}")
+        raise ValueError(f"cluster profile '{name}': no file {path} (known: {group_options('cluster')})")
+    with hydra_errors(ValueError, prefix=f"cluster profile {path}: "):  # a YAML or interpolation error
+        fields = plain_dict(OmegaConf.load(path), label=f"cluster profile {path}")
     fields.pop("defaults", None)
     if overrides:
         fields = {**fields, **overrides}
@@ -179,6 +180,12 @@ def slurm_parameters(
     module path on the compute node (``jobs.sweep.launch.StageTask``), whatever folder ``sbatch`` ran from.
     """
     validate(profile)
+    return _slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra)
+
+
+def _slurm_parameters(profile: ClusterProfile, *, job_name: str, dependency: str | None,
+                      extra: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`slurm_parameters` of a profile its caller validated."""
     additional: dict[str, Any] = {k: v for k, v in profile.sbatch.items()}
     if dependency:
         additional["dependency"] = dependency
@@ -217,7 +224,7 @@ def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str 
 
     SLURM: a ``SlurmExecutor`` (what ``AutoExecutor(cluster="slurm")`` wraps) with ``max_num_timeout`` given
     to the constructor -- submitit ignores it in ``update_parameters``. Local: a ``LocalExecutor`` with the
-    profile's time limit, tasks and setup.
+    profile's time limit, tasks and setup. ``profile`` is validated here, once, before anything is written.
     """
     validate(profile)
     if profile.executor == "local":
@@ -235,5 +242,5 @@ def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str 
     from submitit.slurm.slurm import SlurmExecutor
 
     ex = SlurmExecutor(folder, max_num_timeout=profile.max_num_timeout, python=profile.python)
-    ex.update_parameters(**slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra))
+    ex.update_parameters(**_slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra))
     return ex

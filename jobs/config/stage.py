@@ -11,12 +11,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-from jobs.config.structured import merge_onto, plain_dict
+from jobs.config.compose import compose_config
+from jobs.config.structured import merge_onto
 from simclr.runfolder.layout import STAGES
 
 DEPTHS = (18, 34, 50, 101, 152, 200)
@@ -258,25 +256,9 @@ def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
 def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:
     """Build a stage's config from ``jobs/conf`` (Hydra compose API) plus Hydra-style overrides,
     e.g. ``["model=resnet18_w025", "data.root=/data/fmnist", "train.epochs=5"]``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import ConfigCompositionException
-
-    from hydra.core.config_store import ConfigStore
-
-    # The stage YAMLs start from this schema (their first default), so Hydra itself rejects unknown
-    # keys and ill-typed values while composing.
-    ConfigStore.instance().store(name="stage_schema", node=StageConfig)
-    conf_dir = str(Path(__file__).resolve().parent.parent / "conf")
-    try:
-        with initialize_config_dir(config_dir=conf_dir, version_base=None):
-            raw = hydra_compose(config_name=stage, overrides=list(overrides or []))
-            fields = plain_dict(raw, label=f"stage config {stage!r}", error=ConfigError)
-    except MissingMandatoryValue as e:
-        raise ConfigError(f"config key '{e.full_key}' is required") from None
-    except ConfigCompositionException as e:
-        raise ConfigError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(str(e)) from None
+    # The stage YAMLs start from stage_schema (their first default), so Hydra itself rejects unknown keys and
+    # ill-typed values while composing; errors as ConfigError naming the key or the override.
+    fields = compose_config(stage, list(overrides or []), schema=StageConfig, error=ConfigError,
+                            label=f"stage config {stage!r}")
     fields["stage"] = stage
     return from_dict(fields)

@@ -28,16 +28,15 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from omegaconf.errors import OmegaConfBaseException
-
-from jobs.config.cluster import ClusterProfile, profile_from_dict, profile_to_dict
+from jobs.config.cluster import ClusterProfile
+from jobs.config.cluster import validate as validate_profile
+from jobs.config.compose import CONFIG_NAME, compose_config, conf_path, group_options, parse_overrides
 from jobs.config.stage import RESTART_FREE_KEYS, StageConfig, flatten, from_dict, to_dict, validate
-from jobs.sweep.manifest import Task
-from jobs.config.structured import merge_onto, plain_dict
+from jobs.config.structured import merge_onto
 from jobs.config.sweep import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
+from jobs.sweep.manifest import Task
 from simclr.runfolder.layout import STAGES, digest, point_name, run_folder_name
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Short names for the usual ablation axes in readable point names (SimCLRv2 sec. 4 ablations).
 AXIS_ABBREV: dict[str, str] = {
     "model.depth": "d",
@@ -84,29 +83,14 @@ def split_cli_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 def compose_sweep(name: str, overrides: list[str] | None = None) -> SweepConfig:
     """``jobs/conf/sweep/<name>.yaml`` + Hydra overrides -> a checked :class:`SweepConfig`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-
-    if not re.match(r"^[A-Za-z0-9_.-]+$", name) or not (CONF_DIR / "sweep" / f"{name}.yaml").is_file():
-        known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
-        raise SweepError(f"sweep definition {name!r}: no file jobs/conf/sweep/{name}.yaml (known: {known})")
-    from hydra.core.config_store import ConfigStore
-
-    # The sweep YAMLs start from the schema, so `stages.x.enabled=false` or `report.enabled=false` need
+    if not CONFIG_NAME.match(name) or not conf_path("sweep", f"{name}.yaml").is_file():
+        raise SweepError(f"sweep definition {name!r}: no file jobs/conf/sweep/{name}.yaml "
+                         f"(known: {group_options('sweep')})")
+    # The sweep YAMLs start from sweep_schema, so `stages.x.enabled=false` or `report.enabled=false` need
     # no '+' on the command line, and a misspelt key fails while composing.
-    ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
     sweep_ov, stage_ov = split_cli_overrides(list(overrides or []))
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            raw = hydra_compose(config_name=f"sweep/{name}", overrides=sweep_ov)
-    except (ConfigCompositionException, MissingConfigException) as e:
-        raise SweepError(f"sweep {name!r}: {e}" + (f": {e.__cause__}" if e.__cause__ else "")) from None
-    except HydraException as e:  # e.g. an override that does not parse: "cluster.partition=a;b"
-        raise SweepError(f"sweep {name!r}: {e}") from None
-    except OmegaConfBaseException as e:
-        raise SweepError(f"sweep {name!r}: {e}") from None
-    data = plain_dict(raw, label=f"sweep {name!r}", error=SweepError)
+    data = compose_config(f"sweep/{name}", sweep_ov, schema=SweepConfig, error=SweepError,
+                          label=f"sweep {name!r}", prefix=f"sweep {name!r}: ")
     data.pop("defaults", None)
     cfg = sweep_from_dict(data)
     cfg.final_overrides = list(cfg.final_overrides) + stage_ov
@@ -145,24 +129,12 @@ def sweep_from_dict(data: dict[str, Any]) -> SweepConfig:
     obj = merge_onto(SweepConfig, data, label="sweep definition", error=SweepError)
     if obj.sweep_dir in ("", "???"):
         raise SweepError("sweep definition key 'sweep_dir': is required (the sweep folder)")
-    # Re-validate the profile through its own checks (ValueError naming the key).
-    obj.cluster = profile_from_dict(profile_to_dict(obj.cluster))
+    # The profile's own checks (ValueError naming the key); the merge above made it a ClusterProfile already.
+    validate_profile(obj.cluster)
     for stage in obj.stages:
         if stage not in STAGES:
             raise SweepError(f"sweep definition key 'stages.{stage}': unknown stage (one of {STAGES})")
     return obj
-
-
-def stage_profile(sweep: SweepConfig, stage: str) -> ClusterProfile:
-    """The cluster profile with the stage's ``resources`` on top (``report`` for the report job)."""
-    resources = sweep.report.resources if stage == "report" else sweep.stages[stage].resources
-    if not resources:
-        return sweep.cluster
-    try:
-        return profile_from_dict({**profile_to_dict(sweep.cluster), **dict(resources)})
-    except ValueError as e:
-        where = "report.resources" if stage == "report" else f"stages.{stage}.resources"
-        raise SweepError(f"sweep definition '{where}': {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -188,7 +160,7 @@ def render_value(value: Any) -> str:
 
 def _is_group(key: str) -> bool:
     """Whether an override key selects a config group (``model=resnet50``) rather than a value."""
-    return "." not in key and (CONF_DIR / key).is_dir() and key not in ("cluster", "sweep")
+    return "." not in key and conf_path(key).is_dir() and key not in ("cluster", "sweep")
 
 
 # Per-point fields the sweep sets itself (always with the right type): they are applied after validation
@@ -220,9 +192,6 @@ class PointComposer:
     """
 
     def __init__(self) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        self._parser = OverridesParser.create()
         self._base: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self._parsed: dict[str, tuple[bool, str, Any]] = {}
         self._checked: dict[tuple[Any, ...], str] = {}
@@ -231,35 +200,19 @@ class PointComposer:
         """The stage YAML with these group choices, resolved but not yet validated (a copy)."""
         key = (stage, groups)
         if key not in self._base:
-            from hydra import compose as hydra_compose
-            from hydra import initialize_config_dir
-            from hydra.core.config_store import ConfigStore
-            from hydra.errors import ConfigCompositionException
-
-            # The same schema registration as jobs.config.stage.compose: the stage YAMLs start from it.
-            ConfigStore.instance().store(name="stage_schema", node=StageConfig)
-            try:
-                with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-                    raw = hydra_compose(config_name=stage, overrides=list(groups))
-                self._base[key] = plain_dict(raw, label=f"stage config {stage!r}", error=SweepError)
-            except ConfigCompositionException as e:
-                raise SweepError(f"{e}: {e.__cause__}" if e.__cause__ else str(e)) from None
-            except OmegaConfBaseException as e:
-                raise SweepError(str(e)) from None
+            # The same composition as jobs.config.stage.compose (the stage YAMLs, the groups chosen).
+            self._base[key] = compose_config(stage, list(groups), schema=StageConfig, error=SweepError,
+                                             label=f"stage config {stage!r}")
         fresh: dict[str, Any] = json.loads(json.dumps(self._base[key]))  # a deep copy the caller may change
         return fresh
 
     def _parse(self, text: str) -> tuple[bool, str, Any]:
         """(is a group choice, key, value) of one override, parsed once."""
         if text not in self._parsed:
-            try:
-                (ov,) = self._parser.parse_overrides([text])
-            except Exception as e:  # hydra's OverrideParseException
-                raise SweepError(f"bad override {text!r}: {e}") from None
-            if ov.is_delete() or ov.is_sweep_override() or ov.package is not None:
+            (ov,) = parse_overrides([text], error=SweepError)
+            if ov.kind == "delete" or ov.sweep or ov.package is not None:
                 raise SweepError(f"override {text!r}: only key=value overrides are allowed in a sweep")
-            key = ov.key_or_group
-            self._parsed[text] = (_is_group(key), key, ov.value())
+            self._parsed[text] = (_is_group(ov.key), ov.key, ov.value)
         return self._parsed[text]
 
     def compose(self, stage: str, overrides: list[str], fixed: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -207,9 +207,54 @@ def _ranges(indices: list[int]) -> str:
     return ",".join(out)
 
 
-def _profile_for(manifest: Manifest, stage: str) -> ClusterProfile:
-    res = manifest.report.get("resources", {}) if stage == "report" else manifest.stage_resources.get(stage, {})
-    return profile_from_dict({**manifest.cluster, **res})
+class StageProfiles:
+    """The cluster profile of each job of a sweep, merged and validated ONCE: the sweep's profile (the manifest's
+    ``cluster``) with the stage's ``resources`` on top (``stage_resources[stage]``; the report job's:
+    ``report.resources``), or the sweep's profile itself for a stage without any. Merged on first use, then kept.
+
+    :func:`jobs.cli.sweep.build_manifest` makes one from the very records it writes into the manifest and merges
+    every stage at once (a bad resource fails before anything is written or queued), with the sweep's profile as
+    composed (validated then); :func:`submit` uses that one. For a manifest read back (``resume``) :func:`submit`
+    makes one from what the manifest records, merging only the stages it submits.
+    """
+
+    def __init__(self, manifest: Manifest, base: ClusterProfile | None = None, *,
+                 error: type[ValueError] = ValueError) -> None:
+        self._manifest = manifest
+        self._base = base
+        self._error = error
+        self._merged: dict[str, ClusterProfile] = {}
+
+    @property
+    def base(self) -> ClusterProfile:
+        """The sweep's profile (the local executor's pipeline runs under it)."""
+        if self._base is None:
+            self._base = profile_from_dict(self._manifest.cluster)
+        return self._base
+
+    def __getitem__(self, stage: str) -> ClusterProfile:
+        """The profile of ``stage``'s array (``"report"``: of the report job)."""
+        return self._merged[stage] if stage in self._merged else self._merge(stage)
+
+    def merge(self, stages: list[str]) -> StageProfiles:
+        """Merge (and validate) these stages' profiles now; returns ``self``."""
+        for stage in stages:
+            if stage not in self._merged:
+                self._merge(stage)
+        return self
+
+    def _merge(self, stage: str) -> ClusterProfile:
+        m = self._manifest
+        res = m.report.get("resources", {}) if stage == "report" else m.stage_resources.get(stage, {})
+        if not res:
+            self._merged[stage] = self.base
+            return self.base
+        try:
+            self._merged[stage] = profile_from_dict({**m.cluster, **res})
+        except ValueError as e:
+            where = "report.resources" if stage == "report" else f"stages.{stage}.resources"
+            raise self._error(f"sweep definition '{where}': {e}") from None
+        return self._merged[stage]
 
 
 @dataclass
@@ -236,23 +281,26 @@ def _dependency_targets(p: Plan, tasks: list[Task], job_ids: dict[str, str]) -> 
 
 
 def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = False,
-           printer: Any = print, runner: str = DEFAULT_RUNNER) -> Submission:
+           printer: Any = print, runner: str = DEFAULT_RUNNER, profiles: StageProfiles | None = None) -> Submission:
     """Queue ``p.submit`` (one array per stage) and the report job; append every job id to jobs.jsonl.
 
     ``dry_run``: print the sbatch scripts and dependency updates instead (nothing is submitted or written).
+    ``profiles``: the jobs' cluster profiles as merged where the manifest was built; None: from the manifest.
     """
+    profiles = profiles if profiles is not None else StageProfiles(manifest)
     sweep_dir = Path(manifest.sweep_dir)
     sub = Submission(submission_id=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
     stale = sorted({j for j in p.cancel if not JobId(j).is_local})
     if stale and not dry_run:
         subprocess.run(["scancel", *stale], capture_output=True, text=True, timeout=60)
     if manifest.cluster.get("executor") == "local":
-        return _submit_local(manifest, p, sub, report=report, dry_run=dry_run, printer=printer, runner=runner)
+        return _submit_local(manifest, p, sub, profiles, report=report, dry_run=dry_run, printer=printer,
+                             runner=runner)
     folder = sweep_dir / "slurm" / sub.submission_id / "%j"
     stages = [s for s in STAGE_ORDER if any(t.stage == s for t in p.submit)]
     for stage in stages:
         tasks = [t for t in p.submit if t.stage == stage]
-        profile = _profile_for(manifest, stage)
+        profile = profiles[stage]
         targets = _dependency_targets(p, tasks, sub.job_ids)
         # The whole-array dependency first: the parent arrays (or queued parent tasks) of these tasks.
         coarse = sorted({targets[t.key].rsplit("_", 1)[0] if t.key in p.parent_key else targets[t.key]
@@ -288,7 +336,7 @@ def submit(manifest: Manifest, p: Plan, *, report: bool = True, dry_run: bool = 
     if report and manifest.report.get("enabled", True) and (p.report_due or dry_run):
         after = sorted(set(sub.arrays.values()) | set(p.queued.values()))
         dependency = "afterany:" + ":".join(after) if after else None
-        profile = _profile_for(manifest, "report")
+        profile = profiles["report"]
         name = f"simclr-{manifest.name}-report"
         if dry_run:
             _print_dry(printer, profile, folder, name, "report", [], dependency, {})
@@ -373,13 +421,13 @@ def _print_dry(printer: Any, profile: ClusterProfile, folder: Path, name: str, s
         printer("# then, per task: scontrol update jobid=<array>_[i,...] dependency=afterok:<parent task job id>")
 
 
-def _submit_local(manifest: Manifest, p: Plan, sub: Submission, *, report: bool, dry_run: bool,
-                  printer: Any, runner: str) -> Submission:
+def _submit_local(manifest: Manifest, p: Plan, sub: Submission, profiles: StageProfiles, *, report: bool,
+                  dry_run: bool, printer: Any, runner: str) -> Submission:
     """The local executor: one background pipeline process for all tasks (and the report)."""
     sweep_dir = Path(manifest.sweep_dir)
     if not p.submit and not report:
         return sub
-    profile = profile_from_dict(manifest.cluster)
+    profile = profiles.base
     with_report = report and bool(manifest.report.get("enabled", True)) and p.report_due
     if dry_run:
         printer(f"# local executor: one pipeline process, {len(p.submit)} task(s), "

@@ -68,7 +68,7 @@ def test_local_executor_sweep_failure_rerun_and_resume(tmp_path: Path) -> None:
     # no report job here (matplotlib costs seconds per run); the real-stage tests check the report
     ov = [f"sweep_dir={sweep}", "data.root=/d", "cluster=local_executor", "cluster.array_parallelism=2",
           "report.enabled=false"]
-    manifest_tasks = sweep_mod.build_manifest(sweep_mod.compose_sweep("tiny", ov)).tasks
+    manifest_tasks = sweep_mod.build_manifest(sweep_mod.compose_sweep("tiny", ov))[0].tasks
     bad = next(t for t in manifest_tasks if t.key.startswith("pretrain/proj3"))
     Path(bad.run_dir).mkdir(parents=True)
     (Path(bad.run_dir) / "FAIL").write_text("")
@@ -130,3 +130,68 @@ def test_a_hanging_scontrol_loses_no_queued_array(tmp_path: Path, monkeypatch: p
     finally:
         if (sweep / "jobs.jsonl").is_file():
             cancel(sweep)
+
+
+RESOURCES = ["+stages.pretrain.resources={time_min:5}", "report.resources.time_min=9"]
+
+
+def test_each_jobs_profile_is_merged_once_where_the_manifest_is_built(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_manifest merged each stage's profile and threw it away; submit merged it again from the manifest."""
+    import jobs.sweep.submit as submit_mod
+
+    merged: list[dict] = []
+    real = submit_mod.profile_from_dict
+    monkeypatch.setattr(submit_mod, "profile_from_dict", lambda d: merged.append(d) or real(d))
+    sweep = sweep_mod.compose_sweep("tiny", [f"sweep_dir={tmp_path / 'sw'}", "data.root=/d", *RESOURCES])
+    manifest, profiles = sweep_mod.build_manifest(sweep)
+    assert [d["time_min"] for d in merged] == [5, 9]  # pretrain's and the report's; finetune runs under the sweep's
+    assert profiles["pretrain"].time_min == 5 and profiles["report"].time_min == 9
+    assert profiles["finetune"] is profiles.base is sweep.cluster
+    out: list[str] = []
+    sweep_mod.submit(manifest, sweep_mod.plan(manifest, [], {}), dry_run=True, printer=out.append, profiles=profiles)
+    assert len(merged) == 2 and "#SBATCH --time=5" in "\n".join(out) and "#SBATCH --time=9" in "\n".join(out)
+
+
+def test_a_manifest_read_back_gives_the_same_profiles(tmp_path: Path) -> None:
+    """resume has only the manifest on disk: the profiles it merges from what the manifest records (the same
+    file as before) are the ones the sweep submitted with."""
+    sweep = sweep_mod.compose_sweep("tiny", [f"sweep_dir={tmp_path / 'sw'}", "data.root=/d", *RESOURCES])
+    manifest, built = sweep_mod.build_manifest(sweep)
+    sweep_mod.write_manifest(tmp_path / "sw", manifest)
+    again = sweep_mod.StageProfiles(read_manifest(tmp_path / "sw"))
+    for stage in [*manifest.stages, "report"]:
+        assert again[stage] == built[stage], stage
+    assert again.base == built.base
+
+
+@pytest.mark.parametrize("override, where", [
+    ("+stages.pretrain.resources={nodes:0}", "'stages.pretrain.resources': cluster profile key 'nodes'"),
+    ("+stages.finetune.resources={gpus:2}", "'stages.finetune.resources': cluster profile: unknown key 'gpus'"),
+    ("report.resources.time_min=0", "'report.resources': cluster profile key 'time_min'"),
+])
+def test_a_bad_stage_resource_fails_the_whole_sweep_before_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, where: str) -> None:
+    target = tmp_path / "sw"
+    for dry in ([], ["--dry-run"]):
+        assert sweep_mod.main(["tiny", f"sweep_dir={target}", "data.root=/d", override, *dry]) == 2
+        assert f"sweep definition {where}" in capsys.readouterr().err
+        assert not target.exists()
+
+
+def test_each_profile_is_validated_where_it_is_made_and_at_the_sbatch_script(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's profile was merged and validated again by sweep_from_dict, every stage's again by submit, and
+    make_executor / slurm_parameters validated twice more: 9 checks for 3 jobs here, now 6."""
+    import jobs.config.cluster as cluster
+    import jobs.sweep.expand as expand
+
+    checked: list[int] = []
+    real = cluster.validate
+    monkeypatch.setattr(cluster, "validate", lambda p: checked.append(p.time_min) or real(p))
+    monkeypatch.setattr(expand, "validate_profile", cluster.validate)
+    sweep_mod.run_sweep("tiny", [f"sweep_dir={tmp_path / 'sw'}", "data.root=/d", *RESOURCES], dry_run=True,
+                        printer=lambda *_: None)
+    # composed (the sweep's: 60), merged at build (pretrain: 5, report: 9), each sbatch script (pretrain,
+    # finetune under the sweep's profile, report)
+    assert checked == [60, 5, 9, 5, 60, 9]

@@ -117,11 +117,36 @@ def test_make_executor_validates_before_anything(tmp_path) -> None:
 
 
 def test_profile_file_that_is_not_a_mapping_is_refused_naming_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import jobs.config.cluster
+    import jobs.config.compose
 
     folder = tmp_path / "jobs" / "conf" / "cluster"
     folder.mkdir(parents=True)
     (folder / "listy.yaml").write_text("- partition: gpu\n- nodes: 2\n")
-    monkeypatch.setattr(jobs.config.cluster, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(jobs.config.compose, "CONF_DIR", tmp_path / "jobs" / "conf")  # the one conf folder
     with pytest.raises(ValueError, match=r"cluster profile .*listy\.yaml: expected a mapping of config keys, got a list"):
         load_profile("listy")
+
+
+def test_profile_file_that_does_not_parse_is_refused_naming_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A YAML syntax error escaped as yaml's own ParserError (not a ValueError: a traceback, not an error line)."""
+    import jobs.config.compose
+
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "broken.yaml").write_text("partition: [gpu\n")
+    monkeypatch.setattr(jobs.config.compose, "CONF_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)^cluster profile .*broken\.yaml: while parsing .*line 1"):
+        load_profile("broken")
+
+
+@pytest.mark.skipif(shutil.which("srun") is None, reason="submitit's SlurmExecutor needs srun on PATH")
+def test_make_executor_validates_the_profile_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It validated the profile, then slurm_parameters (which it builds the parameters with) validated it again."""
+    import jobs.config.cluster
+
+    profile = load_profile("local")
+    calls: list[ClusterProfile] = []
+    monkeypatch.setattr(jobs.config.cluster, "validate", lambda p: calls.append(p) or p)
+    make_executor(profile, tmp_path / "%j", job_name="n")
+    assert calls == [profile]
+    slurm_parameters(profile)  # called on its own, it is the check before the script
+    assert len(calls) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from jobs.config.stage import ConfigError, compose, from_dict, to_dict
@@ -56,3 +58,10 @@ def test_required_keys() -> None:
 def test_model_group_selects_architecture() -> None:
     cfg = compose("pretrain", BASE + ["model=resnet50"])
     assert (cfg.model.depth, cfg.model.width, cfg.model.cifar_stem) == (50, 1.0, False)
+
+
+@pytest.mark.parametrize("override", ["train.epochs=[", "data.root=/a=b", "train.epochs=int(abc)"])
+def test_an_override_that_does_not_parse_is_a_config_error_naming_it(override: str) -> None:
+    """It escaped as Hydra's own OverrideParseException (not a ValueError, no key named)."""
+    with pytest.raises(ConfigError, match="^" + re.escape(f"bad override {override!r}: ")):
+        compose("pretrain", BASE + [override])

@@ -245,3 +245,23 @@ def test_render_value_round_trips_through_hydra() -> None:
 def test_composer_rejects_sweep_syntax() -> None:
     with pytest.raises(SweepError, match="only key=value"):
         PointComposer().compose("pretrain", ["train.epochs=1,2", "run_dir=/x", "data.root=/d"])
+
+
+def test_composition_errors_of_the_definition_are_sweep_errors_naming_the_key_or_override() -> None:
+    """An interpolation that does not resolve escaped as OmegaConf's own error (not a SweepError, no sweep named);
+    an override that does not parse was reported as Hydra's "no viable alternative at input '['", without it."""
+    with pytest.raises(SweepError, match=r"^sweep 'tiny': Interpolation key 'nope' not found"):
+        compose_sweep("tiny", ["sweep_dir=${nope}", "data.root=/d"])
+    with pytest.raises(SweepError, match=r"^sweep 'tiny': bad override 'cluster\.time_min=\[': "):
+        compose_sweep("tiny", ["cluster.time_min=["])
+
+
+def test_a_definition_that_does_not_parse_is_a_sweep_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A YAML syntax error in a sweep definition escaped as yaml's own ParserError (a traceback)."""
+    import jobs.config.compose
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "mine.yaml").write_text("# @package _global_\ndefaults: [/sweep_schema]\nname: [mine\n")
+    monkeypatch.setattr(jobs.config.compose, "CONF_DIR", tmp_path)
+    with pytest.raises(SweepError, match=r"(?s)^sweep 'mine': while parsing .*mine\.yaml"):
+        compose_sweep("mine", [])
