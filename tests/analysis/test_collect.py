@@ -132,3 +132,20 @@ def test_a_copied_sweep_folder_gives_the_same_runs_table(known_sweep: Path, tmp_
     _write_runs(here, tmp_path / "a", []), _write_runs(there.runs, tmp_path / "b", [])
     a, b = (pd.read_csv(tmp_path / d / "runs.csv").drop(columns=["path", "teacher_path"]) for d in ("a", "b"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_sweep_folder_written_before_the_jobs_split_still_reads(tmp_path: Path) -> None:
+    """Five runs of the demo sweep as the code before issue 17 wrote them (checkpoints left out), copied away
+    from the folder its manifest names: the report reads them, and the job records read back."""
+    from jobs.sweep.manifest import read_jobs, read_manifest
+
+    sweep = tmp_path / "copied"
+    shutil.copytree(Path(__file__).parent / "data" / "sweep-2026-12-03", sweep)
+    runs = collect(sweep).runs.set_index("run")
+    assert runs["usable"].all() and (runs["converged"] == "true").all()
+    assert runs.loc["resnet18_w025-lf0.01-sel0-a27de2ca-s0", "top1"] == 80.68
+    assert runs.loc["resnet18_w025-lf0.01-784896a0-s0", "top1"] == 76.63
+    student = runs.loc["resnet18_w025-from-resnet18_w025-lf0.01-sel1-47fb2bb7-s0"]
+    assert (student["top1"], student["teacher_top1"], student["pretrain_steps"]) == (71.06, 80.19, 234.0)
+    assert read_manifest(sweep).sweep_dir == "/tmp/demo-new" and len(read_manifest(sweep).tasks) == 5
+    assert sorted(r.key for r in read_jobs(sweep) if r.key) == sorted(t.key for t in read_manifest(sweep).tasks)
