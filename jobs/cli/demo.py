@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,10 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
 
-    from jobs.config.compose import parse_overrides
     from jobs.sweep.expand import SweepError
 
     overrides = list(args.overrides)
+    try:
+        return _run(args, overrides, t0)
+    except SweepError as e:  # a bad override or sweep definition: nothing was queued
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, overrides: list[str], t0: float) -> int:
+    from jobs.config.compose import parse_overrides
+    from jobs.sweep.expand import SweepError
+
     # As Hydra reads them (quotes removed, `+data.root=`, the last one wins), not by string prefix.
     parsed = parse_overrides(overrides, error=SweepError)
     roots = [Path(str(o.value)) for o in parsed if o.key == "data.root" and o.sets_value]

@@ -62,8 +62,21 @@ def test_another_data_set_is_not_prepared(calls: dict[str, Any], group: str) -> 
     assert calls["prepared"] == [] and calls["overrides"] == [group, "data.root=/imagenet"]
 
 
-def test_an_override_that_does_not_parse_fails_before_any_data_is_prepared(calls: dict[str, Any]) -> None:
+def test_an_override_that_does_not_parse_fails_before_any_data_is_prepared(
+    calls: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     """``data.root=/a=b`` (unquoted) does not parse: the shards were made at /a=b first, then the sweep failed."""
-    with pytest.raises(SweepError, match="bad override 'data.root=/a=b'"):
-        demo.main(["data.root=/a=b", "--no-watch"])
+    assert demo.main(["data.root=/a=b", "--no-watch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("demo: error: ") and "bad override 'data.root=/a=b'" in err
     assert calls["prepared"] == [] and "overrides" not in calls
+
+
+def test_a_bad_sweep_is_one_error_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def compose_sweep(name: str, overrides: list[str]) -> Any:
+        raise SweepError("sweep definition key 'stages.nope': unknown stage")
+
+    monkeypatch.setattr(demo, "compose_sweep", compose_sweep)
+    assert demo.main(["--no-watch"]) == 2
+    assert capsys.readouterr().err == "demo: error: sweep definition key 'stages.nope': unknown stage\n"
