@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes reading run folders and drawing figures (default: automatic)")
     parser.add_argument("--max-warnings", type=int, default=20, help="warnings echoed to stderr (all in warnings.txt)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     for root in args.roots:

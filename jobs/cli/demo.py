@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep (and of every stage config)")
     ap.add_argument("--sweep", default="demo", help="sweep definition in jobs/conf/sweep (default: demo)")
     ap.add_argument("--no-watch", action="store_true", help="return once everything is queued")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # options anywhere among the overrides
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="sweep definition: jobs/conf/sweep/<name>.yaml")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (sweep keys, or stage config keys)")
     parser.add_argument("--dry-run", action="store_true", help="print the sbatch scripts, submit nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options anywhere among the overrides
     t0 = time.perf_counter()
     try:
         run_sweep(args.name, args.overrides, dry_run=args.dry_run)

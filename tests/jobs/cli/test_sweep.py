@@ -30,6 +30,15 @@ def test_dry_run_prints_the_sbatch_scripts_and_writes_nothing(tmp_path: Path,
     assert not target.exists()
 
 
+@pytest.mark.parametrize("argv", [["--dry-run", "tiny"], ["tiny", "--dry-run", "data.root=/d"]])
+def test_options_may_stand_among_the_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               argv: list[str]) -> None:
+    """``simclr-sweep NAME --dry-run key=value`` failed with 'unrecognized arguments': --dry-run worked last only."""
+    target = tmp_path / "sw"
+    assert sweep_mod.main([*argv, f"sweep_dir={target}", "data.root=/d"]) == 0
+    assert capsys.readouterr().out.count("#SBATCH --array=") == 2 and not target.exists()
+
+
 @pytest.mark.parametrize(
     "override, named",
     [("train.epochz=1", "train.epochz"), ("cluster.partition=a|b", "partition"),
