@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -76,13 +77,13 @@ def _run(args: argparse.Namespace, overrides: list[str], t0: float) -> int:
     submit_sweep(sweep)
     sweep_dir = Path(sweep.sweep_dir)
     if args.no_watch:
-        print(f"[demo] queued; watch with: simclr-status {sweep_dir} --watch")
+        print(f"[demo] queued; watch with: simclr-status {shlex.quote(str(sweep_dir))} --watch")
         return 0
     try:
         ok = watch(sweep_dir, title=f"demo sweep {sweep_dir}")
     except KeyboardInterrupt:
         print(f"\n[demo] interrupted: the jobs keep running on the cluster. Rerun `make demo` to resume watching "
-              f"(finished runs are kept), or `simclr-cancel {sweep_dir}` to stop them.")
+              f"(finished runs are kept), or `simclr-cancel {shlex.quote(str(sweep_dir))}` to stop them.")
         return 130
     minutes = (time.time() - t0) / 60
     report = sweep_dir / "report" / "report.html"

@@ -25,6 +25,7 @@ neither done nor still queued: it never duplicates a task and never overwrites a
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -102,7 +103,7 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
     arrays = ", ".join(f"{s}={j}" for s, j in sub.arrays.items())
     printer(f"[sweep] queued {len(sub.job_ids)} task(s) in {sub.sbatch_calls} submission(s): {arrays}"
             + (f", report={sub.report}" if sub.report else ""))
-    printer(f"[sweep] watch it with: simclr-status {sweep_dir} --watch")
+    printer(f"[sweep] watch it with: simclr-status {shlex.quote(str(sweep_dir))} --watch")
     return sub
 
 

@@ -39,6 +39,25 @@ def test_options_may_stand_among_the_overrides(tmp_path: Path, capsys: pytest.Ca
     assert capsys.readouterr().out.count("#SBATCH --array=") == 2 and not target.exists()
 
 
+@pytest.mark.parametrize("quote", ["'", ""])  # sweep_dir="/x/my sweep" in a shell reaches us unquoted
+def test_a_sweep_folder_with_a_space_is_accepted_and_its_hint_is_shell_quoted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quote: str) -> None:
+    from jobs.sweep.submit import Submission
+
+    seen: dict[str, object] = {}
+
+    def lock_plan_submit(manifest, **kw):  # type: ignore[no-untyped-def]
+        seen["sweep_dir"] = manifest.sweep_dir
+        return Submission(submission_id="s", job_ids={"pretrain/a": "5_0"}, arrays={"pretrain": "5"})
+
+    monkeypatch.setattr(sweep_mod, "lock_plan_submit", lock_plan_submit)
+    lines: list[str] = []
+    target = tmp_path / "my sweep"
+    sweep_mod.run_sweep("tiny", [f"sweep_dir={quote}{target}{quote}", "data.root=/d"], printer=lines.append)
+    assert seen["sweep_dir"] == str(target)
+    assert f"[sweep] watch it with: simclr-status '{target}' --watch" in lines
+
+
 @pytest.mark.parametrize(
     "override, named",
     [("train.epochz=1", "train.epochz"), ("cluster.partition=a|b", "partition"),
