@@ -15,7 +15,6 @@ from torch import nn
 from jobs.config.stage import StageConfig
 from simclr import dist
 from simclr.data.loading.loader import Mode, ShardLoader
-from simclr.data.shards.fractions import fraction_name, fraction_path
 from simclr.data.shards.manifest import Manifest
 from simclr.models.heads import ProjectionHead
 from simclr.models.resnet import ResNet
@@ -39,23 +38,6 @@ def simclr_model(cfg: StageConfig, num_classes: int | None) -> SimCLRModel:
     m = cfg.model
     return build_simclr_model(m.depth, m.width, m.sk_ratio, m.cifar_stem, m.num_proj_layers, m.proj_out_dim,
                               num_classes=num_classes, in_channels=m.in_channels)
-
-
-def fraction_keys_file(data_root: str | Path, fraction: float, split: str = "train") -> Path | None:
-    """The key list of a label fraction (``1percent.txt`` for 0.01); None for all labels.
-
-    None means every LABELLED sample: a stage training on labels loads with ``labelled_only=True``, since the
-    split may also hold unlabelled ones (label -1, e.g. the ``arrays`` source or STL-10's unlabelled set)."""
-    if fraction >= 1.0:
-        return None
-    path = fraction_path(data_root, fraction_name(fraction), split)
-    if not path.is_file():
-        have = sorted(p.name for p in path.parent.glob("*percent.txt")) if path.parent.is_dir() else []
-        raise FileNotFoundError(
-            f"finetune.label_fraction={fraction}: no key list {path} (have: {have or 'none'}); "
-            "make it with simclr-shards --fractions ..."
-        )
-    return path
 
 
 def loader(

@@ -27,6 +27,7 @@ from simclr.losses.distill import IGNORE_LABEL, distillation_loss
 from simclr.models.simclr import Classifier
 from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.loop import Batch
+from simclr.data.shards.fractions import fraction_keys_file
 from simclr.runfolder.write import RunFolder
 
 
@@ -90,7 +91,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     # (no list) every labelled sample (label >= 0); the unlabelled ones (-1) are distilled only.
     labelled: set[str] | None = None
     if label_weight > 0:
-        keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
+        keys = fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
         labelled = set(keys.read_text().split()) if keys else None
 
     def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -25,6 +25,7 @@ from simclr.models.simclr import Classifier
 from simclr.train import checkpoint as ckpt
 from simclr.train.evaluate import EvalBatches, classify
 from simclr.train.loop import Batch
+from simclr.data.shards.fractions import fraction_keys_file
 from simclr.runfolder.write import RunFolder
 
 
@@ -72,7 +73,7 @@ def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool, freeze_b
 def build_classifier_stage(
     cfg: StageConfig, device: torch.device, *, pretrained: bool, freeze_backbone: bool = False
 ) -> StageParts:
-    keys = builders.fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
+    keys = fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
     mode: Mode = "labelled" if cfg.finetune.augment else "eval"
     # Training drops the ragged last batch (never padded duplicates), also without augmentation. Only labelled
     # samples: label_fraction=1.0 (no key list) on a split that also holds unlabelled ones (label -1) means

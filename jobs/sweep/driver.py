@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import Manifest
+from jobs.sweep.preflight import check_data
 from jobs.sweep.submit import Plan, StageProfiles, Submission, current_records, plan, submit, submit_lock
 
 
@@ -17,8 +19,9 @@ def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan],
                      prepare: Callable[[], None] | None = None, list_tasks: bool = False, dry_run: bool = False,
                      printer: Any = print, runner: str, profiles: StageProfiles | None = None) -> Submission:
     """Under the sweep folder's lock: ``prepare()`` (e.g. write the manifest), read the job records and the
-    live queue (a queue that cannot be read stops here: nothing is planned on a guess), plan, and submit the
-    plan (``dry_run``: print it only). Prints ``[tag] <describe(plan)>``, then ``[tag] <nothing>`` when there is
+    live queue (a queue that cannot be read stops here: nothing is planned on a guess), plan, check the data the
+    tasks to submit will read (:mod:`jobs.sweep.preflight`; a DataError stops here), and submit the plan
+    (``dry_run``: print it only). Prints ``[tag] <describe(plan)>``, then ``[tag] <nothing>`` when there is
     nothing to submit, and each warning of the submission. ``profiles``: the stages' cluster profiles as the
     manifest was built with them (merged once); without, they are merged from the manifest's records."""
     with submit_lock(manifest.sweep_dir):
@@ -33,6 +36,8 @@ def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan],
         if list_tasks:
             for t in p.submit:
                 printer(f"[{tag}]   {t.key}")
+        if not dry_run and runner == DEFAULT_RUNNER:  # the stages read data; a test's runner may not
+            check_data(t.config for t in p.submit)
         sub = submit(manifest, p, dry_run=dry_run, printer=printer, runner=runner, profiles=profiles)
     for w in sub.warnings:
         printer(f"[{tag}] WARNING: {w}")

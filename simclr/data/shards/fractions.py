@@ -46,6 +46,23 @@ def fraction_path(data_root: str | Path, name: str, split: str = "train") -> Pat
     return Path(data_root) / split / FRACTIONS_DIR / f"{name}.txt"
 
 
+def fraction_keys_file(data_root: str | Path, fraction: float, split: str = "train") -> Path | None:
+    """The key list of a label fraction (``1percent.txt`` for 0.01); None for all labels.
+
+    None means every LABELLED sample: a stage training on labels loads with ``labelled_only=True``, since the
+    split may also hold unlabelled ones (label -1, e.g. the ``arrays`` source or STL-10's unlabelled set)."""
+    if fraction >= 1.0:
+        return None
+    path = fraction_path(data_root, fraction_name(fraction), split)
+    if not path.is_file():
+        have = sorted(p.name for p in path.parent.glob("*percent.txt")) if path.parent.is_dir() else []
+        raise FileNotFoundError(
+            f"finetune.label_fraction={fraction}: no key list {path} (have: {have or 'none'}); "
+            "make it with simclr-shards --fractions ..."
+        )
+    return path
+
+
 def write_label_fractions(
     data_root: str | Path,
     fractions: Sequence[float] = (0.01, 0.1),

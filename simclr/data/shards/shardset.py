@@ -122,6 +122,36 @@ class ShardSet:
         )
 
 
+def _size_problem(size: int, expected: int) -> str:
+    if size == 0:
+        return "empty shard file"
+    if size < expected:
+        return f"truncated shard: {size} of {expected} bytes"
+    return f"shard has {size} bytes, manifest says {expected}"
+
+
+def check_present(data_root: str | Path, split: str, *, bad_sample_budget: int = 0) -> Manifest:
+    """The cheap part of :func:`open_split`'s check, for the login node before anything is queued: the manifest
+    loads, and every shard and index is there with the size the manifest records (a ``stat`` each, no read).
+    With a bad-sample budget, missing or truncated shards are left to ``open_split`` (it may drop them)."""
+    split_dir = Path(data_root) / split
+    manifest = Manifest.load(split_dir)
+    for info in manifest.shards:
+        idx_path, tar_path = split_dir / info.index, split_dir / info.name
+        if not idx_path.is_file():
+            raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
+        if idx_path.stat().st_size != info.index_bytes:
+            raise ManifestError("shard index size/sha256 disagrees with the manifest", path=idx_path)
+        if bad_sample_budget > 0:
+            continue
+        if not tar_path.is_file():
+            raise DataError(f"missing shard ({info.count} samples)", path=tar_path, key=info.first_key)
+        size = tar_path.stat().st_size
+        if size != info.bytes:
+            raise DataError(_size_problem(size, info.bytes), path=tar_path)
+    return manifest
+
+
 def open_split(
     data_root: str | Path,
     split: str,
@@ -174,12 +204,7 @@ def open_split(
         size = tar_path.stat().st_size
         ends = idx.offsets + idx.sizes
         if size != info.bytes:
-            if size == 0:
-                msg = "empty shard file"
-            elif size < info.bytes:
-                msg = f"truncated shard: {size} of {info.bytes} bytes"
-            else:
-                msg = f"shard has {size} bytes, manifest says {info.bytes}"
+            msg = _size_problem(size, info.bytes)
             lost = ends > size
             if size > info.bytes or not lost.any():
                 raise DataError(msg, path=tar_path)

@@ -208,3 +208,27 @@ def test_same_sweep_under_the_local_executor_profile(tiny_root: Path, tmp_path: 
     assert report is not None and report.state == "COMPLETED" and (sweep / "report" / "report.html").is_file()
     finals = [json.loads((Path(r.run_dir) / "status.json").read_text())["final"] for r in rows]
     assert all("test/top1" in f or "test/knn_top1" in f for f in finals)
+
+
+@pytest.mark.cluster
+def test_a_broken_data_root_is_refused_before_anything_is_queued(tiny_root: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A truncated shard used to be queued and fail on every node; now simclr-sweep refuses it at the login node
+    (exit 2, the task's own message), with nothing in the queue and nothing in jobs.jsonl."""
+    import shutil
+
+    from jobs.cli.sweep import main as sweep_main
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    shard = root / "train" / "shard-000002.tar"
+    shard.write_bytes(shard.read_bytes()[:20000])
+    sweep = tmp_path / "sweep"
+    name = f"broken-{os.getpid()}"
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+    assert sweep_main(["tiny", *_ov(sweep, root), f"name={name}"]) == 2
+    err = capsys.readouterr().err
+    assert "truncated shard: 20000 of" in err and "shard-000002.tar" in err
+    assert not (sweep / "jobs.jsonl").exists()
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+    assert set(after) <= set(before)
