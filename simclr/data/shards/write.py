@@ -31,6 +31,7 @@ import PIL
 from PIL import Image
 
 from simclr.data.errors import BadSampleError, DataError, ManifestError
+from simclr.data.shards.sources.base import FileBytes
 from simclr.data.shards.codec import (
     EXTENSION,
     array_to_pil,
@@ -314,7 +315,9 @@ def _write_range(
             try:
                 payload, mode, w, h = _payload(image, fmt, jpeg_quality, verify)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-                raise BadSampleError(f"cannot read/encode the image: {e}", path=shard_path, key=key) from e
+                # An input file (ImageFolder) is named itself; an in-memory image by the shard it was going into.
+                where = image.path if isinstance(image, FileBytes) else shard_path
+                raise BadSampleError(f"cannot read/encode the image: {e}", path=where, key=key) from e
             if cur is not None and roll:
                 full = len(cur.entries) >= max_count
                 too_big = max_bytes is not None and cur.bytes + cur.estimate(key, payload) + 2 * _BLOCK > max_bytes

@@ -14,6 +14,21 @@ from typing import Any, Union, overload
 import numpy as np
 from PIL import Image
 
+class FileBytes(bytes):
+    """An image file's bytes that remember the file (``path``), so that a writer's error names the input that
+    is broken, not the shard it was going into."""
+
+    path: str
+
+    def __new__(cls, data: bytes, path: str) -> FileBytes:
+        self = super().__new__(cls, data)
+        self.path = path
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled to task-array workers: keep the path
+        return (FileBytes, (bytes(self), self.path))
+
+
 ImageLike = Union[Image.Image, np.ndarray, bytes]
 Sample = tuple[str, ImageLike, Union[int, None]]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from simclr.data.errors import BadSampleError, DataError
 from simclr.data.shards.keys import check_key, sanitize_key
-from simclr.data.shards.sources.base import Sample, SampleSource
+from simclr.data.shards.sources.base import FileBytes, Sample, SampleSource
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -75,7 +75,7 @@ class ImageFolderSource(SampleSource):
     def _get(self, i: int) -> Sample:
         key, path, label = self.files[i]
         try:
-            return key, path.read_bytes(), label
+            return key, FileBytes(path.read_bytes(), str(path)), label
         except OSError as e:
             raise BadSampleError(f"unreadable image file: {e}", path=path, key=key) from e
 

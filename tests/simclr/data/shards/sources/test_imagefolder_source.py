@@ -59,3 +59,22 @@ def test_a_split_numbers_its_classes_as_the_given_list(tmp_path: Path) -> None:
     assert [(k, lab) for k, _, lab in src] == [("cat/a", 0), ("zebra/z", 2)]
     with pytest.raises(DataError, match=r"\['zebra'\] are not among the classes"):
         imagefolder_samples(tmp_path, ["cat", "dog"])
+
+
+def test_a_corrupt_image_is_named_by_its_input_file(tmp_path: Path) -> None:
+    """A truncated JPEG was reported at the output shard being written (.../train/shard-000000.tar), not at the
+    file that is broken."""
+    import pickle
+
+    from simclr.data.shards.write import write_shards
+
+    _img(tmp_path / "in" / "cat" / "1.jpg", "JPEG")
+    _img(tmp_path / "in" / "cat" / "3.jpg", "JPEG")
+    bad = tmp_path / "in" / "cat" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])
+    src = imagefolder_samples(tmp_path / "in")
+    with pytest.raises(BadSampleError, match="cannot read/encode the image") as exc:
+        write_shards(src, tmp_path / "out", split="train", image_format="png")
+    assert str(bad) in str(exc.value) and "cat/3" in str(exc.value) and "shard-0" not in str(exc.value)
+    data = src[1][1]
+    assert pickle.loads(pickle.dumps(data)).path == str(bad) == data.path  # type: ignore[union-attr]
