@@ -16,17 +16,16 @@ import sys
 from pathlib import Path
 
 from jobs.sweep.local_pipeline import read_state
-from jobs.sweep.manifest import LOCAL, pid_alive, read_jobs, recorded_start
+from jobs.sweep.manifest import LOCAL, pid_alive, recorded_start
 from jobs.sweep.queue import QUERY_FAILED
-from jobs.sweep.submit import job_states
+from jobs.sweep.submit import current_records
 
 
 def cancel(sweep_dir: str | Path) -> list[str]:
     """Cancel what is still active; returns the ids it cancelled (array ids for whole arrays)."""
     if not (Path(sweep_dir) / "jobs.jsonl").is_file():
         raise ValueError(f"{sweep_dir}: no jobs.jsonl; is it a sweep folder with submitted jobs?")
-    records = read_jobs(sweep_dir)
-    states = job_states(sweep_dir, records)
+    records, states = current_records(sweep_dir)
     slurm_ids: list[str] = []
     pipelines: dict[str, int | None] = {}  # pipeline job id -> its controller's recorded start time
     for r in records:

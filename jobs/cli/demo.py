@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.sweep.expand import compose_sweep
+from jobs.sweep.expand import SweepError, compose_sweep
 from jobs.cli.sweep import submit_sweep
 from jobs.sweep.status import watch
 
@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
 
-    from jobs.sweep.expand import SweepError
-
     overrides = list(args.overrides)
     try:
         return _run(args, overrides, t0)
@@ -59,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, overrides: list[str], t0: float) -> int:
     from jobs.config.compose import parse_overrides
-    from jobs.sweep.expand import SweepError
 
     # As Hydra reads them (quotes removed, `+data.root=`, the last one wins), not by string prefix.
     parsed = parse_overrides(overrides, error=SweepError)

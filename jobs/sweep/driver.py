@@ -11,7 +11,6 @@ from typing import Any
 
 from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import Manifest
-from jobs.sweep.preflight import check_data
 from jobs.sweep.submit import Plan, StageProfiles, Submission, current_records, plan, submit, submit_lock
 
 
@@ -37,6 +36,8 @@ def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan],
             for t in p.submit:
                 printer(f"[{tag}]   {t.key}")
         if not dry_run and runner == DEFAULT_RUNNER:  # the stages read data; a test's runner may not
+            from jobs.sweep.preflight import check_data  # numpy: paid only when something is submitted
+
             check_data(t.config for t in p.submit)
         sub = submit(manifest, p, dry_run=dry_run, printer=printer, runner=runner, profiles=profiles)
     for w in sub.warnings:

@@ -28,7 +28,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from jobs.config.cluster import ClusterProfile
 from jobs.config.cluster import validate as validate_profile
 from jobs.config.compose import CONFIG_NAME, compose_config, conf_path, group_options, parse_overrides
 from jobs.config.stage import RESTART_FREE_KEYS, StageConfig, flatten, from_dict, to_dict, validate

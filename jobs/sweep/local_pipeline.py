@@ -231,24 +231,25 @@ def main(argv: list[str] | None = None) -> int:
 def local_states(sweep_dir: str | Path, records: list[JobRecord]) -> dict[str, JobState]:
     """States of local-executor tasks from their pipeline's state file (and whether it is alive)."""
     out: dict[str, JobState] = {}
-    files: dict[str, dict[str, Any]] = {}
+    # One state file read and one liveness check per pipeline, not per task (its records share both).
+    pipelines: dict[tuple[str, int | None], tuple[dict[str, Any], bool]] = {}
     for r in records:
         if r.executor != LOCAL or r.pipeline is None:
             continue
         pid = r.pipeline
-        if pid not in files:
-            files[pid] = read_state(sweep_dir, pid)
-        d = files[pid]
-        # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
-        # went to another process must not look alive (its tasks would never be resubmitted).
-        alive = (pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
-                 or pid_alive(int(pid), r.pipeline_start))
+        if (pid, r.pipeline_start) not in pipelines:
+            d = read_state(sweep_dir, pid)
+            # Each pid is checked with its recorded start time: a pipeline killed without cleanup (OOM) whose pid
+            # went to another process must not look alive (its tasks would never be resubmitted).
+            alive = (pid_alive(int(d.get("pid", 0) or 0), recorded_start(d.get("pid_start")))
+                     or pid_alive(int(pid), r.pipeline_start))
+            pipelines[(pid, r.pipeline_start)] = d, alive
+        d, alive = pipelines[(pid, r.pipeline_start)]
         st = d.get("tasks", {}).get(r.key, {}) if r.key else {"state": d.get("report", PIPE_PENDING)}
-        state = str(st.get("state", "PENDING"))
+        state = str(st.get("state", PIPE_PENDING))
         if not alive and state in (PIPE_PENDING, PIPE_RUNNING):
             state = PIPE_CANCELLED if d else State.UNKNOWN.value
-        out[r.job_id] = JobState(r.job_id, state, str(st.get("reason", "")),
-                                         requeues=int(st.get("restarts", 0)))
+        out[r.job_id] = JobState(r.job_id, state, str(st.get("reason", "")), requeues=int(st.get("restarts", 0)))
     return out
 
 

@@ -26,7 +26,7 @@ def _reads(config: dict[str, Any]) -> tuple[set[tuple[str, str, int]], set[tuple
     splits = {(root, data["train_split"], budget), (root, data["eval_split"], budget)}
     fraction = float(config["finetune"]["label_fraction"])
     uses_keys = stage in _FRACTION_STAGES or (stage == "distill" and config["distill"]["label_weight"] > 0)
-    fractions = {(root, fraction, data["train_split"])} if uses_keys and fraction < 1.0 else set()
+    fractions = {(root, fraction, data["train_split"])} if uses_keys else set()  # 100%: no list
     return splits, fractions
 
 

@@ -68,13 +68,17 @@ def last_metric(run_dir: str | Path, stage: str, tail_bytes: int = 65536) -> tup
     return "", None
 
 
+def _queue_reason(js: JobState | None, state: str) -> str:
+    """SLURM's reason, where it explains the state: it keeps the last pending reason on finished jobs too
+    ("COMPLETED (Dependency)")."""
+    return js.reason if js is not None and state in (State.PENDING.value, State.CANCELLED.value) else ""
+
+
 def task_row(task: Any, rec: JobRecord | None, js: JobState | None) -> Row:
     status = read_status(task.run_dir)
     progress = read_progress(task.run_dir) or {}
     slurm_state = js.state if js is not None else (State.NOT_SUBMITTED.value if rec is None else State.UNKNOWN.value)
-    # SLURM keeps the last pending reason on finished jobs ("COMPLETED (Dependency)"): keep a reason only
-    # where it explains the state.
-    reason = js.reason if js is not None and slurm_state in ("PENDING", "CANCELLED") else ""
+    reason = _queue_reason(js, slurm_state)
     if js is not None and slurm_state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") and js.exit_code:
         reason = f"exit {js.exit_code}"
     if status is not None and status.get("state") == RunState.DONE.value:
@@ -122,8 +126,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[Row], Row | None]:
     if report_recs:
         r = report_recs[-1]
         js = states.get(r.job_id)
-        st = js.state if js else "UNKNOWN"
-        reason = js.reason if js is not None and st in ("PENDING", "CANCELLED") else ""
+        st = js.state if js else State.UNKNOWN.value
+        reason = _queue_reason(js, st)
         report = Row("report", "report", 0, st, st, reason, js.requeues if js else 0, None, None,
                      "", None, r.job_id, str(Path(sweep_dir) / "report"))
     return rows, report
@@ -169,8 +173,6 @@ def finished(rows: list[Row], report: Row | None) -> bool:
         return False
     # Every state that will still run (SUSPENDED, REQUEUE_HOLD, ... too), and an unreadable queue, is not an end.
     return report is None or (report.state not in ACTIVE and report.state != State.QUERY_FAILED.value)
-
-
 
 
 def watch(sweep_dir: str | Path, every_s: float = 5.0, *, title: str = "", out: TextIO | None = None,

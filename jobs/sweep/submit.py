@@ -69,6 +69,7 @@ from jobs.sweep.manifest import (
     read_jobs,
 )
 from jobs.sweep.queue import JobState, query
+from jobs.sweep.states import State
 from jobs.config.sweep import STAGE_ORDER
 from simclr.runfolder.read import is_done
 
@@ -169,7 +170,7 @@ def plan(manifest: Manifest, records: list[JobRecord], states: dict[str, JobStat
     rerun = bool(report_at) and any(r.stage != "report" for r in records[report_at[-1] + 1:])
     p.report_due = (bool(p.submit) or rst is None or not (rst.active or rst.state == "COMPLETED")
                     or (rerun and not rst.active))
-    if p.submit and rst is not None and rst.state == "PENDING" and not JobId(rst.job_id).is_local:
+    if p.submit and rst is not None and rst.state == State.PENDING.value and not records[report_at[-1]].job_id.is_local:
         # The new report supersedes it (a running one is left to finish its files).
         p.cancel.append(rst.job_id)
     return p

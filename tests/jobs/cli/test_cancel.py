@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import cancel as cancel_mod
+from jobs.sweep import submit as submit_mod
 from jobs.cli.resume import run_resume
 from jobs.sweep.status import collect, finished
 from jobs.cli.sweep import run_sweep
@@ -97,7 +98,7 @@ def test_jobs_scancel_refuses_are_not_reported_as_cancelled(tmp_path: Path, monk
 
     append_jobs(tmp_path, [JobRecord(key="pretrain/a", job_id="300_0", executor="slurm", user="alice"),
                            JobRecord(key="pretrain/b", job_id="301_0", executor="slurm", user="bob")])
-    monkeypatch.setattr(cancel_mod, "job_states", lambda d, recs: {
+    monkeypatch.setattr(submit_mod, "job_states", lambda d, recs, **kw: {
         "300_0": JobState("300_0", "RUNNING"), "301_0": JobState("301_0", "RUNNING")})
     calls: list[list[str]] = []
 
