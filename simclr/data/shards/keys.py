@@ -1,8 +1,9 @@
 """Sample keys: what a valid key is, and stable 64-bit hashes of keys.
 
 A key names a sample everywhere: tar member names (``<key>.png``, ``<key>.cls``), label-fraction files (one key
-a line), view seeds, error messages. WebDataset splits a member name at its first '.', so a key with a '.' would
-merge samples; whitespace would break the one-key-a-line files.
+a line), view seeds, error messages. WebDataset splits a member name at the first '.' of its file name, so a '.'
+in a key's last part would merge samples (in its folder parts, ``a.b/c``, it is fine, as WebDataset allows);
+whitespace would break the one-key-a-line files.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from simclr.data.errors import BadSampleError
 
 MAX_KEY_LEN = 200
 _BAD = re.compile(r"[.\s\x00-\x1f\x7f\\]")
+_BAD_ANYWHERE = re.compile(r"[\s\x00-\x1f\x7f\\]")
 
 
 def check_key(key: object) -> str:
@@ -26,10 +28,13 @@ def check_key(key: object) -> str:
         raise BadSampleError(f"sample key must be a non-empty str, got {key!r}")
     if len(key) > MAX_KEY_LEN:
         raise BadSampleError(f"sample key longer than {MAX_KEY_LEN} characters", key=key)
-    m = _BAD.search(key)
+    m = _BAD_ANYWHERE.search(key)
     if m:
-        raise BadSampleError(f"sample key contains {m.group()!r} (no '.', whitespace, control chars or '\\')", key=key)
-    if key.startswith("/") or key.endswith("/") or "//" in key or any(p == ".." for p in key.split("/")):
+        raise BadSampleError(f"sample key contains {m.group()!r} (no whitespace, control chars or '\\')", key=key)
+    if "." in key.rpartition("/")[2]:
+        raise BadSampleError("sample key has a '.' in its last part (WebDataset would split the sample there)",
+                             key=key)
+    if key.startswith("/") or key.endswith("/") or "//" in key or any(p in (".", "..") for p in key.split("/")):
         raise BadSampleError("sample key must be a relative path without empty parts", key=key)
     return key
 
