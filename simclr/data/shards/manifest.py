@@ -10,6 +10,10 @@ Layout of a split folder::
     <data_root>/<split>/shard-000000.idx      one line per sample: key, label, byte offset and size of the image
     <data_root>/<split>/manifest.json         this file
     <data_root>/train/fractions/1percent.txt  label-fraction key lists (simclr.data.shards.fractions)
+
+A split indexed in place (:mod:`simclr.data.shards.inplace`) has the same files but the tars: each shard entry
+then names the user's tar by its absolute ``path`` (``name`` stays the logical ``shard-NNNNNN.tar``), and its
+``sha256`` is empty, since indexing reads tar headers only (such shards are checked by size).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ def index_name(index: int) -> str:
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard: file name, samples, bytes, sha256 of the tar; the same for its index; its first key."""
+    """One shard: file name, samples, bytes, sha256 of the tar; the same for its index; its first key; and,
+    for a tar indexed in place, its absolute path (None: ``<split_dir>/<name>``)."""
 
     name: str
     count: int
@@ -48,6 +53,11 @@ class ShardInfo:
     index_bytes: int
     index_sha256: str
     first_key: str
+    path: str | None = None
+
+    def tar_path(self, split_dir: str | Path) -> Path:
+        """Where the tar is: the user's own file for a split indexed in place, else in the split folder."""
+        return Path(self.path) if self.path is not None else Path(split_dir) / self.name
 
 
 @dataclass
@@ -73,7 +83,11 @@ class Manifest:
         return len(self.class_names)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+        raw = asdict(self)
+        for s in raw["shards"]:  # our own shards' manifests stay byte-identical to those written before paths
+            if s["path"] is None:
+                del s["path"]
+        return json.dumps(raw, indent=1, sort_keys=True) + "\n"
 
     def save(self, split_dir: str | Path) -> Path:
         """Write ``manifest.json`` atomically (identical content is written identically: byte-reproducible)."""

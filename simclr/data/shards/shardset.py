@@ -2,7 +2,8 @@
 
 ``open_split`` checks the split against its manifest before anything trains (DESIGN principle 6): every shard
 and index present, sizes right, index sha256 right, counts right, shard sha256 right (``verify="sha256"``),
-keys valid and unique, labels inside the class list, every sample's bytes inside its tar. A failed check raises
+keys valid and unique, labels inside the class list, every sample's bytes inside its tar (a split indexed in
+place records no shard sha256: its tars are the user's, checked by size). A failed check raises
 :class:`DataError` naming the shard and, where one sample is at fault, its key — or, with a bad-sample budget,
 drops those samples and reports them (``ShardSet.dropped``) so the loader can count and log them.
 
@@ -68,7 +69,7 @@ class ShardSet:
 
     def shard_path(self, i: int) -> Path:
         """Path of the shard holding sample ``i``."""
-        return self.split_dir / self.manifest.shards[int(self.shard_ids[i])].name
+        return self.manifest.shards[int(self.shard_ids[i])].tar_path(self.split_dir)
 
     def read(self, i: int) -> bytes:
         """The encoded image bytes of sample ``i``; :class:`BadSampleError` (shard + key) on a short read."""
@@ -77,7 +78,7 @@ class ShardSet:
             self._pid = os.getpid()
         sid = int(self.shard_ids[i])
         fd = self._fds.get(sid)
-        path = self.split_dir / self.manifest.shards[sid].name
+        path = self.manifest.shards[sid].tar_path(self.split_dir)
         try:
             if fd is None:
                 fd = self._fds[sid] = os.open(path, os.O_RDONLY)
@@ -137,7 +138,7 @@ def check_present(data_root: str | Path, split: str, *, bad_sample_budget: int =
     split_dir = Path(data_root) / split
     manifest = Manifest.load(split_dir)
     for info in manifest.shards:
-        idx_path, tar_path = split_dir / info.index, split_dir / info.name
+        idx_path, tar_path = split_dir / info.index, info.tar_path(split_dir)
         if not idx_path.is_file():
             raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
         if idx_path.stat().st_size != info.index_bytes:
@@ -185,7 +186,7 @@ def open_split(
 
     cols: list[tuple[int, ShardIndex, npt.NDArray[np.bool_]]] = []
     for sid, info in enumerate(manifest.shards):
-        tar_path = split_dir / info.name
+        tar_path = info.tar_path(split_dir)
         idx_path = split_dir / info.index
         if not idx_path.is_file():
             raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
@@ -212,7 +213,7 @@ def open_split(
             drop_or_raise(DataError(msg + "; first sample lost", path=tar_path, key=first_lost), info.name,
                           [k for k, bad in zip(idx.keys, lost) if bad], "truncated shard")
             keep &= ~lost
-        elif verify == "sha256" and file_sha256(tar_path) != info.sha256:
+        elif verify == "sha256" and info.sha256 and file_sha256(tar_path) != info.sha256:  # (in place: none)
             raise DataError("shard sha256 disagrees with the manifest (corrupt or rewritten shard)", path=tar_path)
         if (ends > info.bytes).any() or (idx.offsets < 0).any():
             raise ManifestError("index points outside the shard", path=idx_path, key=idx.keys[int(np.argmax(ends > info.bytes))])
@@ -236,11 +237,12 @@ def open_split(
     seen: dict[str, str] = {}
     for sid, idx, keep in cols:
         name = manifest.shards[sid].name
+        tar_path = manifest.shards[sid].tar_path(split_dir)
         for j, key in enumerate(idx.keys):
             if not keep[j]:
                 continue
             if key in seen:
-                err = BadSampleError(f"duplicate key (also in {seen[key]})", path=split_dir / name, key=key)
+                err = BadSampleError(f"duplicate key (also in {seen[key]})", path=tar_path, key=key)
                 drop_or_raise(err, name, [key], "duplicate key")
                 keep[j] = False
                 continue

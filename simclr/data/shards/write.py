@@ -167,7 +167,7 @@ def _check_label(label: Any, num_classes: int, key: str, shard: Path) -> int:
     return int(label)
 
 
-def _clear_split(split_dir: Path, shard_numbers: Iterable[int] | None) -> None:
+def clear_split(split_dir: Path, shard_numbers: Iterable[int] | None) -> None:
     """Remove the manifest first (so the split reads as unfinished), then stale shards/indexes."""
     (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
     if shard_numbers is None:
@@ -250,12 +250,12 @@ def write_shards(
     show = progress if progress is not None else (total or 0) > 10_000
 
     if num_tasks == 1:
-        _clear_split(split_dir, None)
+        clear_split(split_dir, None)
         shutil.rmtree(split_dir / PARTS_DIR, ignore_errors=True)
         with Progress(total, f"shards {split}", enabled=show) as bar:
             infos = _write_range(samples, split_dir, 0, max_count, max_bytes, fmt, jpeg_quality, verify_images,
                                  len(class_names), bar, roll=True)
-        return _finalize(split_dir, split, infos, class_names, source, fmt, writer)
+        return write_manifest(split_dir, split, infos, class_names, source, fmt, writer)
 
     if total is None:
         raise ValueError("num_tasks > 1 needs a sized sample sequence (e.g. a SampleSource)")
@@ -263,7 +263,7 @@ def write_shards(
         raise ValueError("num_tasks > 1 needs count-based shards: max_bytes must be None")
     num_shards = max(1, -(-total // max_count))
     first, stop = task_index * num_shards // num_tasks, (task_index + 1) * num_shards // num_tasks
-    _clear_split(split_dir, range(first, stop))
+    clear_split(split_dir, range(first, stop))
     seq: Sequence[Any] = samples if isinstance(samples, Sequence) else list(samples)
     infos = []
     with Progress((min(total, stop * max_count) - first * max_count), f"shards {split} task {task_index}", enabled=show) as bar:
@@ -342,7 +342,7 @@ def _write_range(
     return infos
 
 
-def _finalize(
+def write_manifest(
     split_dir: Path,
     split: str,
     infos: list[ShardInfo],
@@ -362,7 +362,7 @@ def _finalize(
         idx = read_index(split_dir / info.index)
         for key in idx.keys:
             if key in seen:
-                raise BadSampleError(f"duplicate key (also in {seen[key]})", path=split_dir / info.name, key=key)
+                raise BadSampleError(f"duplicate key (also in {seen[key]})", path=info.tar_path(split_dir), key=key)
             seen[key] = info.name
         lab = idx.labels
         unlabelled += int((lab < 0).sum())
@@ -428,6 +428,6 @@ def finalize_split(out_dir: str | Path, split: str, *, plan: dict[str, Any] | No
     for info in infos:
         if not (split_dir / info.name).is_file():
             return None
-    return _finalize(split_dir, split, infos, newest["class_names"], newest["source"], newest["image_format"],
+    return write_manifest(split_dir, split, infos, newest["class_names"], newest["source"], newest["image_format"],
                      newest["writer"])
 

@@ -461,3 +461,29 @@ def test_synthetic_run_folders_are_what_the_loop_writes(chain: dict[str, Path], 
         assert {json.dumps(_shape(m)) for m in fake_lines} == {json.dumps(_shape(m)) for m in real_lines}, stage
         assert {(m["split"], m["name"]) for m in fake_lines} <= {(m["split"], m["name"]) for m in real_lines}, stage
         assert yaml.safe_load((fake / "config.yaml").read_text()) == json.loads((fake / "config.json").read_text())
+
+
+def test_a_root_indexed_in_place_trains_exactly_like_our_own(chain: dict[str, Path], tiny_root: Path,
+                                                              tmp_path: Path) -> None:
+    """Our own shards are WebDataset tars: indexed in place (with the label lists imported by key), pretraining
+    and fine-tuning on that root give the very same numbers, step by step."""
+    from simclr.data.shards.fractions import import_key_list
+    from simclr.data.shards.inplace import index_webdataset
+    from simclr.data.shards.manifest import Manifest
+
+    root = tmp_path / "inplace"
+    for split in ("train", "test"):
+        m = Manifest.load(tiny_root / split)
+        index_webdataset([s.tar_path(tiny_root / split) for s in m.shards], root, split=split,
+                         class_names=m.class_names)
+    for name in ("10percent", "50percent"):
+        import_key_list(root, name, tiny_root / "train" / "fractions" / f"{name}.txt")
+
+    def values(run: Path) -> list[tuple[Any, ...]]:
+        return [(m["step"], m["split"], m["name"], m["value"]) for m in metrics(run) if m["name"] not in TIMING]
+
+    for stage, parent in (("pretrain", None), ("finetune", chain["pretrain"])):
+        ours = cfg_for(stage, tmp_path, tiny_root, f"{stage}-ours", "train.epochs=1", parent=parent)
+        theirs = cfg_for(stage, tmp_path, root, f"{stage}-inplace", "train.epochs=1", parent=parent)
+        assert run_stage(ours)["state"] == "done" and run_stage(theirs)["state"] == "done"
+        assert values(Path(ours.run_dir)) == values(Path(theirs.run_dir)) != []
