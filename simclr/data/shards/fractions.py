@@ -14,6 +14,11 @@ Files: ``<data_root>/<split>/fractions/<name>.txt`` with one key a line (sorted)
 The lists a folder already holds (named in its ``fractions.json``) are written again with each call's seed,
 so that every list of a folder is of one seed and nested in the others; one that the current shards can no
 longer fill is removed, with a warning.
+
+A list can also be imported (:func:`import_key_list`), such as the official ``1percent.txt`` of SimCLRv2, whose
+lines are ImageNet file names (``n01440764_10026.JPEG``). Each line is matched to one key of the split by
+:data:`MATCH_RULE`. An imported list is recorded with its source and per-class counts, and is never replaced
+by a chosen one (delete it, or import again, to change it).
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ import numpy as np
 
 from simclr.data.errors import DataError
 from simclr.data.rng import mix
-from simclr.data.shards.keys import check_key, key_hashes
+from simclr.data.shards.keys import check_key, key_hashes, sanitize_key
 from simclr.data.shards.shardset import open_split
 from simclr.atomic import atomic_write_text
 
 FRACTIONS_DIR = "fractions"
+FRACTIONS_JSON = "fractions.json"
+MATCH_RULE = (
+    "a line (a key, a file name or a path) matches the key whose last part is the line's file stem: the file name "
+    "without its extension, with '.' and whitespace as '_' (as ImageFolder keys), or else the file name up to its "
+    "first '.' (as WebDataset keys); where several keys share that stem, the line's parent folder must also be the "
+    "key's (n01440764/n01440764_10026.JPEG)"
+)
 log = logging.getLogger("simclr.data")
 
 
@@ -101,11 +113,15 @@ def write_label_fractions(
         wanted[f"{per_class}perclass"] = per_class
 
     out_dir = Path(data_root) / split / FRACTIONS_DIR
+    imported = _imported(out_dir)
+    for name in sorted(set(wanted) & set(imported)):
+        log.info("%s: keeping the imported key list %s.txt (from %s)", out_dir, name, imported[name]["source"])
+        del wanted[name]
     # The lists an earlier call left here: written again with this seed (a 10percent.txt of seed 0 beside a
     # new 1percent.txt and a fractions.json of seed 5 was neither nested nor described).
     earlier = {name: k for name, k in _listed(out_dir, labelled, num_classes).items() if name not in wanted}
     lists: dict[str, list[str]] = {}
-    summary: dict[str, dict[str, int]] = {}
+    summary: dict[str, dict[str, object]] = {}
     dropped: list[str] = []
     # Every list is chosen before any is written: a class too small for the 10% list used to fail after
     # 1percent.txt was rewritten (with this call's seed), leaving it out of step with fractions.json.
@@ -131,9 +147,125 @@ def write_label_fractions(
         atomic_write_text(path, "".join(k_ + "\n" for k_ in chosen))
         if name in wanted:
             paths[name] = path
-    atomic_write_text(out_dir / "fractions.json", json.dumps({"seed": seed, "split": split, "fractions": summary},
-                                                            indent=1, sort_keys=True) + "\n")
+    _write_summary(out_dir, seed, split, {**summary, **imported})
     return paths
+
+
+def _write_summary(out_dir: Path, seed: int | None, split: str, entries: dict[str, dict[str, object]]) -> None:
+    atomic_write_text(out_dir / FRACTIONS_JSON, json.dumps({"seed": seed, "split": split, "fractions": entries},
+                                                          indent=1, sort_keys=True) + "\n")
+
+
+def _summary(out_dir: Path) -> dict[str, object]:
+    """A folder's ``fractions.json``; empty when it has none or cannot be read (it is rewritten whole)."""
+    try:
+        raw = json.loads((out_dir / FRACTIONS_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _entries(out_dir: Path) -> dict[str, object]:
+    """The ``fractions`` entries of a folder's ``fractions.json``."""
+    entries = _summary(out_dir).get("fractions")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _imported(out_dir: Path) -> dict[str, dict[str, object]]:
+    """The imported lists a folder's ``fractions.json`` records (whose files are still there)."""
+    return {str(n): e for n, e in _entries(out_dir).items()
+            if isinstance(e, dict) and "source" in e and (out_dir / f"{n}.txt").is_file()}
+
+
+def _stems(line: str) -> list[str]:
+    base = line.replace("\\", "/").rstrip("/").rpartition("/")[2]
+    stems = [sanitize_key(base.rpartition(".")[0] or base), base.partition(".")[0]]
+    return [st for i, st in enumerate(stems) if st and st not in stems[:i]]
+
+
+def _parent(text: str) -> str:
+    return text.replace("\\", "/").rstrip("/").rpartition("/")[0].rpartition("/")[2]
+
+
+def match_keys(lines: Sequence[str], keys: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """``(matched keys, unmatched lines, ambiguous lines)`` of a list's lines against a split's keys, by
+    :data:`MATCH_RULE`; matched keys are in line order, each once."""
+    by_stem: dict[str, list[str]] = {}
+    for k in keys:
+        by_stem.setdefault(k.rpartition("/")[2], []).append(k)
+    matched: dict[str, None] = {}
+    unmatched: list[str] = []
+    ambiguous: list[str] = []
+    for line in lines:
+        cands = next((by_stem[st] for st in _stems(line) if st in by_stem), [])
+        if len(cands) > 1:
+            parent = _parent(line)
+            cands = [k for k in cands if _parent(k) in (parent, sanitize_key(parent))] or cands
+        if not cands:
+            unmatched.append(line)
+        elif len(cands) > 1:
+            ambiguous.append(line)
+        else:
+            matched[cands[0]] = None
+    return list(matched), unmatched, ambiguous
+
+
+def import_key_list(
+    data_root: str | Path,
+    name: str,
+    list_file: str | Path,
+    *,
+    split: str = "train",
+    allow_missing: bool = False,
+) -> Path:
+    """Import ``list_file`` (keys, file names or paths, one a line) as the key list ``name`` of ``split``.
+
+    ``name`` is a fraction name (``1percent``, ``10percent``, ``25perclass``): a stage finds the list by its
+    fraction, ``finetune.label_fraction=0.01`` -> ``1percent.txt``. Lines are matched by :data:`MATCH_RULE`.
+    Lines that match no key, or a key without a label, are an error stating the count and the first ten
+    (``allow_missing``: a warning, and they are left out); a line that matches several keys is always an error.
+    Returns the path of the written list; ``fractions.json`` records its source and counts per class.
+    """
+    if _LIST_NAME.match(name) is None:
+        raise ValueError(f"key list name {name!r} must be a fraction name such as 1percent, 10percent or 25perclass "
+                         "(finetune.label_fraction=0.01 reads 1percent.txt)")
+    list_file = Path(list_file)
+    try:
+        lines = [ln.strip() for ln in list_file.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the list: {e}", path=list_file) from e
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise DataError("the list is empty", path=list_file)
+    shards = open_split(data_root, split, verify="size")
+    keys, unmatched, ambiguous = match_keys(lines, shards.keys)
+    if ambiguous:
+        raise DataError(f"{len(ambiguous)} lines match several keys of split {split!r} (give the class folder too), "
+                        f"e.g. {ambiguous[:10]}", path=list_file)
+    row = {k: i for i, k in enumerate(shards.keys)}
+    unlabelled = [k for k in keys if shards.labels[row[k]] < 0]
+    problems = ([f"{len(unmatched)} of {len(lines)} lines match no key of split {split!r} ({MATCH_RULE}); the "
+                 f"first ten: {unmatched[:10]}"] if unmatched else []) + \
+               ([f"{len(unlabelled)} lines name samples without a label, e.g. {unlabelled[:10]}"] if unlabelled else [])
+    if problems and not allow_missing:
+        raise DataError("; ".join(problems) + " (--allow-missing leaves them out)", path=list_file)
+    for p in problems:
+        log.warning("%s: %s; left out", list_file, p)
+    keys = sorted(set(keys) - set(unlabelled))
+    if not keys:
+        raise DataError("no line of the list matches a labelled sample", path=list_file)
+    counts = np.bincount(shards.labels[[row[k] for k in keys]], minlength=shards.manifest.num_classes)
+    out_dir = Path(data_root) / split / FRACTIONS_DIR
+    path = out_dir / f"{name}.txt"
+    atomic_write_text(path, "".join(k + "\n" for k in keys))
+    summary = _summary(out_dir)
+    entries = summary.get("fractions")
+    entries = {str(n): e for n, e in entries.items() if isinstance(e, dict)} if isinstance(entries, dict) else {}
+    entries[name] = {"count": len(keys), "source": str(list_file.resolve()), "skipped": len(lines) - len(keys),
+                     "class_counts": {c: int(n) for c, n in zip(shards.class_names, counts)}}
+    seed = summary.get("seed")
+    _write_summary(out_dir, seed if isinstance(seed, int) else None, split, entries)
+    return path
 
 
 _LIST_NAME = re.compile(r"^(?:(?P<pct>\d+(?:\.\d+)?)percent|(?P<k>\d+)perclass)$")
@@ -143,12 +275,11 @@ def _listed(out_dir: Path, labelled: int, num_classes: int) -> dict[str, int]:
     """``{name: samples per class}`` of the lists a folder's ``fractions.json`` names, for the shards as they
     are now (``10percent`` of 200 labels over 10 classes: 2); nothing when it has none or cannot be read (it
     is rewritten whole)."""
-    try:
-        entries = json.loads((out_dir / "fractions.json").read_text(encoding="utf-8")).get("fractions", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    entries = _entries(out_dir)
     out: dict[str, int] = {}
-    for name in entries if isinstance(entries, dict) else ():
+    for name, entry in entries.items():
+        if isinstance(entry, dict) and "source" in entry:  # imported: kept as it is
+            continue
         m = _LIST_NAME.match(str(name))
         if m is None:
             continue

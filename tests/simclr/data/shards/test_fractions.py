@@ -1,12 +1,19 @@
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import webdataset as wds
+from PIL import Image
 
 from simclr.data.errors import DataError
-from simclr.data.shards.fractions import fraction_name, read_keys, write_label_fractions
+from simclr.data.loading.loader import ShardLoader
+from simclr.data.shards.fractions import (fraction_keys_file, fraction_name, import_key_list, match_keys, read_keys,
+                                          write_label_fractions)
+from simclr.data.shards.inplace import expand_inputs, index_webdataset
 from simclr.data.shards.shardset import open_split
-from simclr.data.shards.sources import array_samples
+from simclr.data.shards.sources import array_samples, imagefolder_samples
 from simclr.data.shards.write import write_shards
 
 
@@ -99,3 +106,64 @@ def test_earlier_lists_are_rewritten_with_the_new_seed(root: Path, tmp_path: Pat
         write_label_fractions(root, fractions=(0.05,), seed=5)
     assert not (out / "41perclass.txt").exists() and "41perclass" in caplog.text
     assert "41perclass" not in json.loads((out / "fractions.json").read_text())["fractions"]
+
+
+def _imagenet_like_folder(folder: Path, classes: int = 4, per_class: int = 10) -> Path:
+    for c in range(classes):
+        d = folder / "train" / f"n0{c}"
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (6, 6), (c * 40, i, 0)).save(d / f"n0{c}_{100 + i}.JPEG")
+    return folder
+
+
+def _official_list(path: Path, names: list[str]) -> Path:
+    path.write_text("".join(n + "\n" for n in names))
+    return path
+
+
+@pytest.mark.parametrize("made_by", ["imagefolder", "webdataset"])
+def test_an_official_list_imports_against_imagefolder_and_webdataset_roots(tmp_path: Path, made_by: str) -> None:
+    root = tmp_path / "root"
+    if made_by == "imagefolder":
+        write_shards(imagefolder_samples(_imagenet_like_folder(tmp_path / "if") / "train"), root, split="train")
+    else:  # flat keys, as ImageNet WebDataset sets have them
+        (tmp_path / "wds").mkdir()
+        with wds.ShardWriter(str(tmp_path / "wds" / "train-%06d.tar"), maxcount=15, verbose=0) as w:
+            for c in range(4):
+                for i in range(10):
+                    buf = io.BytesIO()
+                    Image.new("RGB", (6, 6)).save(buf, format="JPEG")
+                    w.write({"__key__": f"n0{c}_{100 + i}", "jpg": buf.getvalue(), "cls": c})
+        index_webdataset(expand_inputs(tmp_path / "wds"), root, split="train", num_classes=4)
+    names = [f"n0{c}_{100 + i}.JPEG" for c in range(4) for i in range(2)]
+    path = import_key_list(root, "1percent", _official_list(tmp_path / "1percent.txt", names))
+    assert path == fraction_keys_file(root, 0.01)  # finetune.label_fraction=0.01 reads it
+    assert len(read_keys(path)) == 8
+    entry = json.loads((root / "train" / "fractions" / "fractions.json").read_text())["fractions"]["1percent"]
+    assert entry["count"] == 8 and sorted(entry["class_counts"].values()) == [2, 2, 2, 2]
+    # Paths and keys match too; the loader reads exactly those samples.
+    paths = _official_list(tmp_path / "p.txt", [f"/data/train/n01/n01_10{i}.JPEG" for i in range(3)] + ["n02_105"])
+    import_key_list(root, "10percent", paths)
+    ld = ShardLoader(root, "train", batch_size=2, mode="eval", size=4, keys_file=fraction_keys_file(root, 0.1))
+    assert sorted(ld.keys) == sorted(k for k in open_split(root, "train").keys
+                                     if k.rpartition("/")[2] in ("n01_100", "n01_101", "n01_102", "n02_105"))
+    # A chosen fraction never replaces an imported list.
+    write_label_fractions(root, fractions=(0.01, 0.5), seed=3)
+    assert read_keys(path) == sorted(read_keys(path)) and len(read_keys(path)) == 8
+    assert set(json.loads((root / "train" / "fractions" / "fractions.json").read_text())["fractions"]) == \
+        {"1percent", "10percent", "50percent"}
+
+
+def test_unmatched_and_ambiguous_names(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_shards(imagefolder_samples(_imagenet_like_folder(tmp_path / "if") / "train"), root, split="train")
+    names = ["n00_100.JPEG"] + [f"n09_{i}.JPEG" for i in range(12)]
+    listed = _official_list(tmp_path / "l.txt", names)
+    with pytest.raises(DataError, match=r"12 of 13 lines match no key .*the first ten: \['n09_0\.JPEG'.*'n09_9\.JPEG'\]"):
+        import_key_list(root, "1percent", listed)
+    assert not (root / "train" / "fractions" / "1percent.txt").exists()
+    assert read_keys(import_key_list(root, "1percent", listed, allow_missing=True)) == ["n00/n00_100"]
+    with pytest.raises(ValueError, match="must be a fraction name"):
+        import_key_list(root, "official", listed)
+    assert match_keys(["x/a.JPEG", "y/a.jpg", "a.png"], ["x/a", "y/a"]) == (["x/a", "y/a"], [], ["a.png"])
