@@ -159,3 +159,54 @@ def test_the_old_module_spelling_names_the_new_command() -> None:
     assert out.returncode != 0 and "jobs.shards has moved: use simclr-shards (jobs.cli.shards)" in out.stderr
     with pytest.raises(ModuleNotFoundError, match="jobs.grid has moved: use jobs.sweep.expand"):
         import jobs.grid  # noqa: F401
+
+
+def _wds_split(folder: Path, n: int, classes: int) -> Path:
+    import io
+
+    import webdataset as wds
+
+    folder.mkdir(parents=True)
+    with wds.ShardWriter(str(folder / "part-%06d.tar"), maxcount=20, verbose=0) as w:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(buf, format="JPEG")
+            w.write({"__key__": f"{folder.name}_{i:05d}", "jpg": buf.getvalue(), "cls": i % classes})
+    return folder
+
+
+def test_cli_indexes_webdataset_shards_in_place_imports_a_list_and_reuses(tmp_path: Path, capsys) -> None:
+    train, test = _wds_split(tmp_path / "wds" / "train", 60, 3), _wds_split(tmp_path / "wds" / "test", 12, 2)
+    (tmp_path / "1pct.txt").write_text("".join(f"train_{i:05d}.JPEG\n" for i in range(6)))
+    out = tmp_path / "root"
+    argv = ["--source", "webdataset", "--input", str(train / "part-{000000..000002}.tar"), "--out", str(out),
+            "--split", "train", "--num-classes", "3", "--fraction-file", f"1percent={tmp_path / '1pct.txt'}",
+            "--quiet"]
+    assert main(argv) == 0
+    assert "train: 60 samples, 3 shards" in capsys.readouterr().out
+    assert sorted(p.name for p in train.iterdir()) == [f"part-{i:06d}.tar" for i in range(3)]  # nothing beside
+    assert (out / "train" / "fractions" / "1percent.txt").read_text().split() == [f"train_{i:05d}" for i in range(6)]
+    assert len((out / "train" / "fractions" / "10percent.txt").read_text().split()) == 6  # chosen: 2 per class
+    idx = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.idx")}
+    assert main(argv) == 0  # reused, not indexed again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.idx")} == idx
+    # The test split (only 2 of the classes) is numbered by the train split's classes.
+    assert main(["--source", "webdataset", "--input", str(test), "--out", str(out), "--split", "test", "--quiet"]) == 0
+    assert Manifest.load(out / "test").class_names == ["0", "1", "2"]
+
+
+def test_cli_refuses_a_damaged_tar_and_two_splits(tmp_path: Path, caplog) -> None:
+    train = _wds_split(tmp_path / "wds" / "train", 30, 3)
+    shard = train / "part-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    argv = ["--source", "webdataset", "--input", str(train), "--out", str(tmp_path / "root"), "--split", "train"]
+    with caplog.at_level(logging.ERROR):
+        assert main(argv) == 2
+    assert "truncated tar" in caplog.text and "part-000001.tar" in caplog.text and "byte offset" in caplog.text
+    assert not (tmp_path / "root" / "train" / "manifest.json").exists()
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main([*argv[:-2], "--splits", "train", "test"]) == 2
+    assert "one split a call" in caplog.text
+    assert main([*argv, "--skip-bad", "--quiet"]) == 0
+    assert Manifest.load(tmp_path / "root" / "train").source["skipped"] >= 1
