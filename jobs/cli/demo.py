@@ -25,6 +25,7 @@ from pathlib import Path
 from jobs.sweep.expand import SweepError, compose_sweep
 from jobs.cli.sweep import submit_sweep
 from jobs.sweep.status import watch
+from simclr.data.errors import DataError
 
 DEFAULT_DATA_ROOT = Path(os.environ.get("SIMCLR_DATA_ROOT", Path.home() / ".cache/simclr-suite/data/fashion-mnist"))
 
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     try:
         return _run(args, overrides, t0)
-    except SweepError as e:  # a bad override or sweep definition: nothing was queued
+    # A bad override or sweep definition, or data that is broken or too small for a task (the pre-queue check,
+    # jobs/sweep/preflight.py): nothing was queued, one line as simclr-sweep prints it, not a traceback.
+    except (SweepError, DataError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2
 

@@ -19,7 +19,8 @@ def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan],
                      printer: Any = print, runner: str, profiles: StageProfiles | None = None) -> Submission:
     """Under the sweep folder's lock: ``prepare()`` (e.g. write the manifest), read the job records and the
     live queue (a queue that cannot be read stops here: nothing is planned on a guess), plan, check the data the
-    tasks to submit will read (:mod:`jobs.sweep.preflight`; a DataError stops here), and submit the plan
+    tasks to submit will read and its size against their batches and ranks (:mod:`jobs.sweep.preflight`; a
+    DataError stops here), and submit the plan
     (``dry_run``: print it only). Prints ``[tag] <describe(plan)>``, then ``[tag] <nothing>`` when there is
     nothing to submit, and each warning of the submission. ``profiles``: the stages' cluster profiles as the
     manifest was built with them (merged once); without, they are merged from the manifest's records."""
@@ -35,10 +36,13 @@ def lock_plan_submit(manifest: Manifest, *, tag: str, describe: Callable[[Plan],
         if list_tasks:
             for t in p.submit:
                 printer(f"[{tag}]   {t.key}")
+        # Merged here when the caller has none (resume), so the size check and submit use the same profiles.
+        profiles = profiles if profiles is not None else StageProfiles(manifest)
         if not dry_run and runner == DEFAULT_RUNNER:  # the stages read data; a test's runner may not
             from jobs.sweep.preflight import check_data  # numpy: paid only when something is submitted
 
-            check_data(t.config for t in p.submit)
+            # A task's global batch is shared by its ranks: the check needs each submitted stage's count.
+            check_data((t.config for t in p.submit), ranks={s: profiles.ranks(s) for s in {t.stage for t in p.submit}})
         sub = submit(manifest, p, dry_run=dry_run, printer=printer, runner=runner, profiles=profiles)
     for w in sub.warnings:
         printer(f"[{tag}] WARNING: {w}")

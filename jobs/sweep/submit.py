@@ -237,6 +237,15 @@ class StageProfiles:
         """The profile of ``stage``'s array (``"report"``: of the report job)."""
         return self._merged[stage] if stage in self._merged else self._merge(stage)
 
+    def ranks(self, stage: str) -> int:
+        """DDP processes of one task of ``stage``: nodes x tasks per node of its profile (SLURM_NTASKS, the
+        world size jobs/sweep/launch.py exports); 1 under the local executor, whose pipeline runs every task as
+        one process under the sweep's profile."""
+        if self.base.executor == "local":
+            return 1
+        profile = self[stage]
+        return profile.nodes * profile.tasks_per_node
+
     def merge(self, stages: list[str]) -> StageProfiles:
         """Merge (and validate) these stages' profiles now; returns ``self``."""
         for stage in stages:

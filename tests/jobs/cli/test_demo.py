@@ -80,3 +80,17 @@ def test_a_bad_sweep_is_one_error_line_not_a_traceback(monkeypatch: pytest.Monke
     monkeypatch.setattr(demo, "compose_sweep", compose_sweep)
     assert demo.main(["--no-watch"]) == 2
     assert capsys.readouterr().err == "demo: error: sweep definition key 'stages.nope': unknown stage\n"
+
+
+def test_data_refused_before_queueing_is_one_error_line(monkeypatch: pytest.MonkeyPatch, calls: dict[str, Any],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A data root too small for a task's batch (or broken) is refused by the pre-queue check: exit 2 with its
+    message, as simclr-sweep does; the demo let it out as a traceback."""
+    from jobs.sweep.preflight import DataSizeError
+
+    def submit_sweep(sweep: Any) -> None:
+        raise DataSizeError("1 task(s) would stop on their nodes ...: train.batch_size=64 exceeds the 40 labelled")
+
+    monkeypatch.setattr(demo, "submit_sweep", submit_sweep)
+    assert demo.main(["data=imagefolder", "data.root=/small", "--no-watch"]) == 2
+    assert capsys.readouterr().err.startswith("demo: error: 1 task(s) would stop")

@@ -223,3 +223,35 @@ def test_each_profile_is_validated_where_it_is_made_and_at_the_sbatch_script(
     # composed (the sweep's: 60), merged at build (pretrain: 5, report: 9), each sbatch script (pretrain,
     # finetune under the sweep's profile, report)
     assert checked == [60, 5, 9, 5, 60, 9]
+
+
+FITTING_FRACTIONS = "stages.finetune.grid=[{axes:{finetune.label_fraction:[0.1,0.5]}}]"  # tiny_root's key lists
+
+
+@pytest.mark.parametrize("cluster, extra, named", [
+    # the issue's case: the 10% list holds 20 labels, a batch of 32 finetune tasks has no batch per epoch
+    ("cluster=local", ["train.batch_size=32"], "finetune, point 'proj2-lf0.1' (run proj2-lf0.1-"),
+    ("cluster=local_executor", ["train.batch_size=32"], "finetune, point 'proj3-lf0.1' (run proj3-lf0.1-"),
+    # the pretrain array on 3 nodes: 16 does not split into 3 ranks (finetune's 1 rank is fine)
+    ("cluster=local", ["train.batch_size=16", "+stages.pretrain.resources={nodes:3}"],
+     "pretrain, point 'proj2' (run proj2-"),
+])
+def test_a_task_too_big_for_its_data_is_refused_by_sweep_and_resume(
+        tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], cluster: str, extra: list[str],
+        named: str) -> None:
+    """No cluster needed: the check runs after the plan (no job recorded: no queue to read) and before any
+    sbatch or local pipeline. resume reads the stages' ranks back from the manifest."""
+    sweep = tmp_path / "sw"
+    argv = ["tiny", f"sweep_dir={sweep}", f"data.root={tiny_root}", FITTING_FRACTIONS, cluster, *extra]
+    assert sweep_mod.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simclr-sweep: error: ") and named in err and "nothing was queued" in err
+    if "nodes:3" in extra[-1]:  # the pretrain stage's ranks only: finetune's 1 rank takes 16 of 20 labels
+        assert "not divisible by the 3 ranks" in err and "finetune" not in err
+    assert not (sweep / "jobs.jsonl").exists() and not (sweep / "local").exists() and not (sweep / "slurm").exists()
+    from jobs.cli.resume import main as resume_main
+
+    assert resume_main([str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("simclr-resume: error: ") and named in err
+    assert not (sweep / "jobs.jsonl").exists()

@@ -232,3 +232,24 @@ def test_a_broken_data_root_is_refused_before_anything_is_queued(tiny_root: Path
     assert not (sweep / "jobs.jsonl").exists()
     after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
     assert set(after) <= set(before)
+
+
+@pytest.mark.cluster
+def test_a_data_set_too_small_for_a_batch_is_refused_before_anything_is_queued(
+        tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 18: a small data set's fine-tune tasks (batch 32 over the 20 labels of the 10% list) were queued and
+    failed on the nodes with 'exceeds the 20 samples'; now simclr-sweep refuses them at the login node (exit 2,
+    stage, point and key named), with nothing in the queue and nothing in jobs.jsonl."""
+    from jobs.cli.sweep import main as sweep_main
+
+    sweep = tmp_path / "sweep"
+    name = f"small-{os.getpid()}"
+    assert sweep_main(["tiny", *_ov(sweep, tiny_root), f"name={name}", "train.batch_size=32"]) == 2
+    err = capsys.readouterr().err
+    assert "finetune, point 'proj2-lf0.1'" in err and "train.batch_size=32 exceeds the 20 labelled samples" in err
+    assert "finetune.label_fraction" in err and "lf0.5" not in err  # the 50% list (120 labels) fits
+    assert not (sweep / "jobs.jsonl").exists() or not read_jobs(sweep)
+    # By job name, not by comparing queues: another user's jobs may come and go on the cluster meanwhile.
+    names = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout.split()
+    assert not [n for n in names if n.startswith(f"simclr-{name}-")]
+    assert not (sweep / "slurm").exists()  # no submitit folder: no sbatch was prepared

@@ -228,3 +228,18 @@ def test_the_recorded_start_time_identifies_the_live_pipeline(tmp_path: Path) ->
         proc.kill()
         proc.wait()
     assert not pid_alive(proc.pid, start) and not pid_alive(proc.pid)
+
+
+def test_ranks_of_a_stage_are_its_profiles_nodes_times_tasks(tmp_path: Path) -> None:
+    """What the pre-queue size check divides a global batch by (SLURM_NTASKS of the stage's job)."""
+    from jobs.sweep.submit import StageProfiles
+
+    m = _manifest(tmp_path)
+    m.cluster = {"executor": "slurm", "nodes": 1, "tasks_per_node": 1}
+    m.stage_resources = {"pretrain": {"nodes": 2, "tasks_per_node": 4}}
+    profiles = StageProfiles(m)
+    assert profiles.ranks("pretrain") == 8 and profiles.ranks("finetune") == 1
+    # The local executor runs every task as one process under the sweep's profile (_submit_local): 1 rank,
+    # whatever a stage's resources say.
+    m.cluster = {"executor": "local"}
+    assert StageProfiles(m).ranks("pretrain") == 1
