@@ -134,7 +134,7 @@ def scan_tar(path: Path) -> tuple[list[Member], str | None, int]:
     and the byte offset where it starts (members before it are whole). GNU, ustar and pax headers."""
     size = path.stat().st_size
     members: list[Member] = []
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=0) as f:  # unbuffered: a header read reads its 512 bytes, not 8 KiB
         try:
             tar = tarfile.open(fileobj=f, mode="r:")
         except tarfile.ReadError as e:
@@ -264,7 +264,7 @@ def _index_tar(tar: Path, image_key: str | None, label: _Label, verify: bool, sk
         _bad(skip, tar, key, fault_at, fault + "; this sample and the rest of the tar are lost")
     entries: list[IndexEntry] = []
     formats: set[str] = set()
-    with open(tar, "rb") as f:
+    with open(tar, "rb", buffering=0) as f:
         for key, group in groups:
             first = min(m.offset for m in group.values())
             try:
