@@ -41,7 +41,6 @@ from simclr.data.loading.order import epoch_permutation, rank_batches, steps_per
 from simclr.data.rng import mix
 from simclr.data.shards.codec import decode_pil, decode_tensor
 from simclr.data.shards.fractions import read_keys
-from simclr.data.shards.keys import key_hashes
 from simclr.data.shards.shardset import ShardSet, Verify, open_split
 
 log = logging.getLogger("simclr.data")
@@ -258,12 +257,11 @@ class ShardLoader:
         self.bad_samples = len(shards.dropped)
         if keys_file is not None:
             wanted = read_keys(keys_file)
-            pos = {k: i for i, k in enumerate(shards.keys)}
-            missing = [k for k in wanted if k not in pos and k not in self._bad_keys]
+            rows, absent = shards.rows_of(wanted)
+            missing = [k for k in absent if k not in self._bad_keys]
             if missing:
                 raise DataError(f"{len(missing)} keys are not in split {split!r}, e.g. {missing[:3]}",
                                 path=keys_file, key=missing[0])
-            rows = np.array(sorted({pos[k] for k in wanted if k in pos}), dtype=np.int64)
             shards = shards.select(rows)
         if labelled_only:
             labelled = np.nonzero(shards.labels >= 0)[0].astype(np.int64)
@@ -274,7 +272,7 @@ class ShardLoader:
         self._shards = shards
         if len(shards) == 0:
             raise DataError("no samples to load", path=shards.split_dir)
-        self._key_ids = key_hashes(shards.keys)
+        self._key_ids = shards.key_ids
         self._steps = steps_per_epoch(len(shards), self.batch_size, self.world_size, self.drop_last)
         if self._steps == 0:
             raise ValueError(

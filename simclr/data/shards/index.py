@@ -58,10 +58,19 @@ def read_index(path: str | Path) -> ShardIndex:
     """Parse an index file; :class:`ManifestError` names the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError as e:
         raise ManifestError("missing shard index", path=path) from e
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ManifestError(f"unreadable shard index: {e}", path=path) from e
+    return parse_index(data, path)
+
+
+def parse_index(data: bytes, path: str | Path) -> ShardIndex:
+    """Parse the bytes of the index file ``path`` (named in errors)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise ManifestError(f"unreadable shard index: {e}", path=path) from e
     lines = text.split("\n")
     if not lines or lines[0] + "\n" != HEADER:

@@ -77,6 +77,8 @@ class Manifest:
     shards: list[ShardInfo]
     writer: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # the split index (simclr.data.shards.columns): {"name", "bytes", "sha256"}; None in roots written before it
+    split_index: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +86,8 @@ class Manifest:
 
     def to_json(self) -> str:
         raw = asdict(self)
+        if raw["split_index"] is None:
+            del raw["split_index"]
         for s in raw["shards"]:  # our own shards' manifests stay byte-identical to those written before paths
             if s["path"] is None:
                 del s["path"]
@@ -114,7 +118,7 @@ class Manifest:
         if raw.get("format_version") != FORMAT_VERSION:
             raise ManifestError(f"format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}", path=path)
         names = {f for f in cls.__dataclass_fields__}
-        missing = names - set(raw) - {"writer"}
+        missing = names - set(raw) - {"writer", "split_index"}
         unknown = set(raw) - names
         if missing or unknown:
             raise ManifestError(f"missing fields {sorted(missing)}, unknown fields {sorted(unknown)}", path=path)

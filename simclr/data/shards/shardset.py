@@ -7,6 +7,10 @@ place records no shard sha256: its tars are the user's, checked by size). A fail
 :class:`DataError` naming the shard and, where one sample is at fault, its key — or, with a bad-sample budget,
 drops those samples and reports them (``ShardSet.dropped``) so the loader can count and log them.
 
+The samples' keys, labels and locations come from the split index (:mod:`simclr.data.shards.columns`), one
+memory-mapped file, checked against the manifest with numpy; each shard and index costs one ``stat`` (and a hash
+with ``verify="sha256"``), so a split of 1,281 shards opens in well under a second.
+
 Reads are one ``os.pread`` per sample on a file descriptor opened lazily in each process (DataLoader workers
 included), so nothing big is loaded up front, the page cache shares shard bytes between ranks and workers of a
 node, and a tar that shrinks under us gives a short read (an error naming the key), never a crash or a hang.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simclr.data.errors import BadSampleError, DataError, ManifestError
-from simclr.data.shards.index import ShardIndex, read_index
-from simclr.data.shards.keys import check_key
+from simclr.data.shards.columns import FAULTS, KeyColumn, SplitIndexError, read_split_index, reindex_hint
+from simclr.data.shards.keys import check_key, key_hashes
 from simclr.data.shards.manifest import Manifest
 from simclr.data.shards.write import file_sha256
 
@@ -47,15 +52,19 @@ class Dropped:
 
 @dataclass
 class ShardSet:
-    """Samples ``0..N-1`` of one split, in shard order. Columns are numpy arrays / lists of length N."""
+    """Samples ``0..N-1`` of one split, in shard order. Columns are numpy arrays of length N (views of the
+    memory-mapped split index where nothing was dropped or selected) and ``keys`` a :class:`KeyColumn`: no
+    Python object per sample, so forked DataLoader workers share all of it. ``key_ids``: the keys' stable
+    hashes (:func:`simclr.data.shards.keys.key_hash`, salt 0)."""
 
     split_dir: Path
     manifest: Manifest
-    keys: list[str]
+    keys: KeyColumn
     labels: npt.NDArray[np.int64]
     shard_ids: npt.NDArray[np.int64]
     offsets: npt.NDArray[np.int64]
     sizes: npt.NDArray[np.int64]
+    key_ids: npt.NDArray[np.uint64]
     dropped: list[Dropped] = field(default_factory=list)
     _fds: dict[int, int] = field(default_factory=dict, repr=False)
     _pid: int = field(default=-1, repr=False)
@@ -114,13 +123,26 @@ class ShardSet:
         return ShardSet(
             split_dir=self.split_dir,
             manifest=self.manifest,
-            keys=[self.keys[r] for r in rows],
+            keys=self.keys.select(rows),
             labels=self.labels[rows],
             shard_ids=self.shard_ids[rows],
             offsets=self.offsets[rows],
             sizes=self.sizes[rows],
+            key_ids=self.key_ids[rows],
             dropped=list(self.dropped),
         )
+
+    def rows_of(self, keys: Sequence[str]) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """``(rows, missing)``: the sorted rows holding ``keys`` (found by hash, confirmed by the key itself),
+        and the keys not here, in their order."""
+        want = key_hashes(keys)
+        order = np.argsort(self.key_ids, kind="stable")
+        have = self.key_ids[order]
+        pos = np.minimum(np.searchsorted(have, want), max(0, len(have) - 1))
+        rows = order[pos] if len(have) else np.zeros(len(want), np.int64)
+        ok = np.array([len(have) > 0 and have[p] == h and self.keys[int(r)] == k
+                       for p, h, r, k in zip(pos, want, rows, keys)], dtype=bool)
+        return np.unique(rows[ok]).astype(np.int64), [k for k, o in zip(keys, ok) if not o]
 
 
 def _size_problem(size: int, expected: int) -> str:
@@ -184,78 +206,82 @@ def open_split(
             raise err
         dropped.extend(Dropped(shard, k, reason) for k in keys)
 
-    cols: list[tuple[int, ShardIndex, npt.NDArray[np.bool_]]] = []
-    for sid, info in enumerate(manifest.shards):
-        tar_path = info.tar_path(split_dir)
+    # One stat per shard index; its bytes are read only to hash them (the split index holds their content).
+    for info in manifest.shards:
         idx_path = split_dir / info.index
         if not idx_path.is_file():
             raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
-        if idx_path.stat().st_size != info.index_bytes or file_sha256(idx_path) != info.index_sha256:
+        if idx_path.stat().st_size != info.index_bytes or (
+                verify == "sha256" and file_sha256(idx_path) != info.index_sha256):
             raise ManifestError("shard index size/sha256 disagrees with the manifest", path=idx_path)
-        idx = read_index(idx_path)
-        if len(idx) != info.count:
-            raise ManifestError(f"index lists {len(idx)} samples, manifest says {info.count}", path=idx_path)
-        if len(idx) == 0 or idx.keys[0] != info.first_key:
-            raise ManifestError(f"index starts with {idx.keys[:1]}, manifest says {info.first_key!r}", path=idx_path)
-        keep = np.ones(len(idx), dtype=bool)
+    recorded = manifest.split_index
+    si = read_split_index(split_dir, manifest.shards, recorded["bytes"] if recorded else None)
+    if verify == "sha256" and recorded and file_sha256(si.path) != recorded["sha256"]:
+        raise SplitIndexError(f"split index sha256 disagrees with the manifest; {reindex_hint(split_dir)}",
+                              path=si.path)
+    n_shards = len(manifest.shards)
+    counts = np.bincount(si.shard, minlength=n_shards) if len(si) else np.zeros(n_shards, np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    for sid, info in enumerate(manifest.shards):
+        idx_path = split_dir / info.index
+        if counts[sid] != info.count:
+            raise ManifestError(f"index lists {counts[sid]} samples, manifest says {info.count}", path=idx_path)
+        if si.keys[int(starts[sid])] != info.first_key:
+            raise ManifestError(f"index starts with {si.keys[int(starts[sid])]!r}, manifest says {info.first_key!r}",
+                                path=idx_path)
+    ends = si.offset + si.size
+    shard_bytes = np.array([info.bytes for info in manifest.shards], dtype=np.int64)
+    outside = (ends > shard_bytes[si.shard]) | (si.offset < 0)
+    if outside.any():
+        r = int(np.argmax(outside))
+        raise ManifestError("index points outside the shard", path=split_dir / manifest.shards[int(si.shard[r])].index,
+                            key=si.keys[r])
+    keep = np.ones(len(si), dtype=bool)
+
+    def rows_of_shard(sid: int) -> range:
+        return range(int(starts[sid]), int(starts[sid] + counts[sid]))
+
+    for sid, info in enumerate(manifest.shards):
+        tar_path = info.tar_path(split_dir)
+        rows = rows_of_shard(sid)
         if not tar_path.is_file():
             err = DataError(f"missing shard ({info.count} samples)", path=tar_path, key=info.first_key)
-            drop_or_raise(err, info.name, idx.keys, "missing shard")
+            drop_or_raise(err, info.name, [si.keys[r] for r in rows], "missing shard")
+            keep[rows.start : rows.stop] = False
             continue
         size = tar_path.stat().st_size
-        ends = idx.offsets + idx.sizes
         if size != info.bytes:
             msg = _size_problem(size, info.bytes)
-            lost = ends > size
+            lost = ends[rows.start : rows.stop] > size
             if size > info.bytes or not lost.any():
                 raise DataError(msg, path=tar_path)
-            first_lost = idx.keys[int(np.argmax(lost))]
+            first_lost = si.keys[rows.start + int(np.argmax(lost))]
             drop_or_raise(DataError(msg + "; first sample lost", path=tar_path, key=first_lost), info.name,
-                          [k for k, bad in zip(idx.keys, lost) if bad], "truncated shard")
-            keep &= ~lost
+                          [si.keys[rows.start + int(j)] for j in np.nonzero(lost)[0]], "truncated shard")
+            keep[rows.start : rows.stop] &= ~lost
         elif verify == "sha256" and info.sha256 and file_sha256(tar_path) != info.sha256:  # (in place: none)
             raise DataError("shard sha256 disagrees with the manifest (corrupt or rewritten shard)", path=tar_path)
-        if (ends > info.bytes).any() or (idx.offsets < 0).any():
-            raise ManifestError("index points outside the shard", path=idx_path, key=idx.keys[int(np.argmax(ends > info.bytes))])
-        for j, (key, lab) in enumerate(zip(idx.keys, idx.labels)):
-            if not keep[j]:
-                continue
-            try:
-                check_key(key)
-            except BadSampleError as e:
-                drop_or_raise(BadSampleError(e.reason, path=tar_path, key=key), info.name, [key], "bad key")
-                keep[j] = False
-                continue
-            if not -1 <= lab < num_classes:
-                err = BadSampleError(f"label {lab} outside the {num_classes} classes", path=tar_path, key=key)
-                drop_or_raise(err, info.name, [key], "bad label")
-                keep[j] = False
-        cols.append((sid, idx, keep))
-
-    keys: list[str] = []
-    parts: dict[str, list[npt.NDArray[np.int64]]] = {"labels": [], "sids": [], "offsets": [], "sizes": []}
-    seen: dict[str, str] = {}
-    for sid, idx, keep in cols:
-        name = manifest.shards[sid].name
-        tar_path = manifest.shards[sid].tar_path(split_dir)
-        for j, key in enumerate(idx.keys):
-            if not keep[j]:
-                continue
-            if key in seen:
-                err = BadSampleError(f"duplicate key (also in {seen[key]})", path=tar_path, key=key)
-                drop_or_raise(err, name, [key], "duplicate key")
-                keep[j] = False
-                continue
-            seen[key] = name
-            keys.append(key)
-        parts["labels"].append(idx.labels[keep])
-        parts["sids"].append(np.full(int(keep.sum()), sid, dtype=np.int64))
-        parts["offsets"].append(idx.offsets[keep])
-        parts["sizes"].append(idx.sizes[keep])
-
-    def cat(name: str) -> npt.NDArray[np.int64]:
-        return np.concatenate(parts[name]).astype(np.int64) if parts[name] else np.zeros(0, np.int64)
-
+    # Faults found when the index was built, and labels outside the class list: few rows, named one by one.
+    bad_label = (si.label < -1) | (si.label >= num_classes)
+    for r in map(int, np.nonzero(keep & ((si.fault > 0) | bad_label))[0]):
+        info = manifest.shards[int(si.shard[r])]
+        tar_path, key = info.tar_path(split_dir), si.keys[r]
+        if si.fault[r]:
+            reason = FAULTS[int(si.fault[r])]
+            if reason == "bad key":
+                try:
+                    check_key(key)
+                    msg = reason
+                except BadSampleError as e:
+                    msg = e.reason
+            else:
+                first = int(np.nonzero((si.key_hash == si.key_hash[r]) & (si.fault == 0))[0][0])
+                msg = f"duplicate key (also in {manifest.shards[int(si.shard[first])].name})"
+        else:
+            reason, msg = "bad label", f"label {int(si.label[r])} outside the {num_classes} classes"
+        drop_or_raise(BadSampleError(msg, path=tar_path, key=key), info.name, [key], reason)
+        keep[r] = False
     for d in dropped:
         log.warning("bad sample dropped (%s): shard %s, key %r", d.reason, d.shard, d.key)
-    return ShardSet(split_dir, manifest, keys, cat("labels"), cat("sids"), cat("offsets"), cat("sizes"), dropped)
+    out = ShardSet(split_dir, manifest, si.keys, si.label, si.shard, si.offset, si.size, si.key_hash, dropped)
+    return out if keep.all() else out.select(np.nonzero(keep)[0])

@@ -42,6 +42,7 @@ from simclr.data.shards.codec import (
     sniff_format,
     to_storable,
 )
+from simclr.data.shards.columns import SPLIT_INDEX_NAME, build_split_index
 from simclr.data.shards.index import IndexEntry, format_index, read_index
 from simclr.data.shards.keys import check_key
 from simclr.data.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo, index_name, shard_name
@@ -170,6 +171,7 @@ def _check_label(label: Any, num_classes: int, key: str, shard: Path) -> int:
 def clear_split(split_dir: Path, shard_numbers: Iterable[int] | None) -> None:
     """Remove the manifest first (so the split reads as unfinished), then stale shards/indexes."""
     (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (split_dir / SPLIT_INDEX_NAME).unlink(missing_ok=True)
     if shard_numbers is None:
         for p in split_dir.glob("shard-*"):
             p.unlink()
@@ -351,15 +353,18 @@ def write_manifest(
     fmt: str,
     writer: dict[str, Any],
 ) -> Manifest:
-    """Aggregate the shard indexes into the manifest (checking keys across shards) and write it last."""
+    """Aggregate the shard indexes into the manifest (checking keys across shards), build the split index from
+    them (simclr.data.shards.columns), and write the manifest last."""
     counts = np.zeros(len(class_names), dtype=np.int64)
     unlabelled = 0
     modes: set[str] = set()
     hmin = wmin = 1 << 62
     hmax = wmax = 0
     seen: dict[str, str] = {}
+    parts = []
     for info in infos:
         idx = read_index(split_dir / info.index)
+        parts.append(idx)
         for key in idx.keys:
             if key in seen:
                 raise BadSampleError(f"duplicate key (also in {seen[key]})", path=info.tar_path(split_dir), key=key)
@@ -385,6 +390,8 @@ def write_manifest(
         writer=writer,
     )
     manifest.check(split_dir / MANIFEST_NAME)
+    nbytes, sha = build_split_index(split_dir, infos, parts)
+    manifest.split_index = {"name": SPLIT_INDEX_NAME, "bytes": nbytes, "sha256": sha}
     manifest.save(split_dir)
     log.info("wrote %s: %d samples in %d shards", split_dir / MANIFEST_NAME, manifest.num_samples, len(infos))
     return manifest

@@ -1,6 +1,7 @@
 """simclr/data/shards/shardset.py: every bad-data case of issue 4 names the shard (and the sample key)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from simclr.data.errors import BadSampleError, DataError, ManifestError
+from simclr.data.shards.columns import SplitIndexError, read_split_index, reindex
 from simclr.data.shards.index import read_index
+from simclr.data.shards.keys import key_hashes
 from simclr.data.shards.shardset import open_split
 from simclr.data.shards.sources import array_samples
 from simclr.data.shards.write import file_sha256, write_shards
@@ -85,6 +88,10 @@ def test_manifest_that_disagrees_with_the_files(root: Path) -> None:
         m["num_samples"] += 1
         m["num_unlabelled"] += 1
     _edit_manifest(root, more)
+    with pytest.raises(SplitIndexError, match=r"stale split index.*simclr-shards --reindex") as exc:
+        open_split(root, "train")
+    assert "split_index.bin" in str(exc.value)
+    reindex(root)  # as the message says: now the count itself disagrees
     with pytest.raises(ManifestError, match="index lists 20 samples, manifest says 21") as exc:
         open_split(root, "train")
     assert "shard-000000.idx" in str(exc.value)
@@ -121,6 +128,7 @@ def test_duplicate_keys_across_shards(root: Path) -> None:
         m["label_counts"] = [int(c) for c in np.bincount(labels, minlength=10)]
 
     _edit_manifest(root, dup)
+    reindex(root)
     with pytest.raises(BadSampleError, match="duplicate key") as exc:
         open_split(root, "train")
     assert "shard-000002.tar" in str(exc.value) and "k_000000" in str(exc.value)
@@ -150,3 +158,49 @@ def test_short_read_after_open_is_a_bad_sample_not_a_crash(root: Path) -> None:
     with pytest.raises(BadSampleError, match="short read") as exc:
         s.read(10)
     assert "k_000010" in str(exc.value) and file_sha256(tar)
+
+
+def test_the_split_index_equals_the_per_shard_indexes_for_every_sample(root: Path) -> None:
+    s = open_split(root, "train")
+    parts = [read_index(root / "train" / f"shard-00000{i}.idx") for i in range(3)]
+    assert list(s.keys) == [k for p in parts for k in p.keys]
+    assert s.labels.tolist() == [int(v) for p in parts for v in p.labels]
+    assert s.offsets.tolist() == [int(v) for p in parts for v in p.offsets]
+    assert s.sizes.tolist() == [int(v) for p in parts for v in p.sizes]
+    assert s.shard_ids.tolist() == [i for i, p in enumerate(parts) for _ in p.keys]
+    assert s.key_ids.tolist() == key_hashes(list(s.keys)).tolist()
+    si = read_split_index(root / "train", open_split(root, "train").manifest.shards, None)
+    assert si.height.tolist() == [int(v) for p in parts for v in p.heights]
+    assert si.width.tolist() == [int(v) for p in parts for v in p.widths]
+    assert [("L", "RGB")[m] for m in si.mode] == [m for p in parts for m in p.modes]
+
+
+def test_a_root_without_a_split_index_is_refused_until_reindexed(root: Path) -> None:
+    d = root / "train"
+    (d / "split_index.bin").unlink()
+    _edit_manifest(root, lambda m: m.pop("split_index"))  # as the code before split indexes wrote it
+    with pytest.raises(SplitIndexError, match=rf"no split index.*simclr-shards --reindex {re.escape(str(root))} "):
+        open_split(root, "train")
+    before = {p.name: p.read_bytes() for p in d.glob("shard-*")}
+    assert set(reindex(root)) == {"train"}
+    assert {p.name: p.read_bytes() for p in d.glob("shard-*")} == before  # nothing re-sharded
+    assert len(open_split(root, "train", verify="sha256")) == 50
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-shards"])
+def test_a_damaged_or_stale_split_index_is_refused(root: Path, damage: str) -> None:
+    p = root / "train" / "split_index.bin"
+    data = p.read_bytes()
+    if damage == "truncated":
+        p.write_bytes(data[:100])
+    elif damage == "garbage":
+        p.write_bytes(b"\x00" * len(data))
+    else:  # the shards rewritten (another shard size): an index built for the old ones
+        write_shards(array_samples(np.zeros((50, 4, 4), np.uint8), np.arange(50) % 10, [str(i) for i in range(10)],
+                     key_prefix="k"), root, split="train", max_count=25)
+        keep = (root / "train" / "manifest.json").read_text()
+        p.write_bytes(data)
+        (root / "train" / "manifest.json").write_text(json.dumps({**json.loads(keep), "split_index": None}))
+    with pytest.raises(SplitIndexError, match="simclr-shards --reindex") as exc:
+        open_split(root, "train")
+    assert "split_index.bin" in str(exc.value)

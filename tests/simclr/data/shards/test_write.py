@@ -59,7 +59,7 @@ def test_same_input_gives_the_same_bytes(tmp_path: Path, fmnist_small) -> None:
     for d in ("a", "b"):
         write_shards(array_samples(images[:60], labels[:60], CLASSES), tmp_path / d, split="train", max_count=25)
     a, b = _tree_digest(tmp_path / "a" / "train"), _tree_digest(tmp_path / "b" / "train")
-    assert a == b and len(a) == 3 + 3 + 1  # tars, indexes, manifest
+    assert a == b and len(a) == 3 + 3 + 1 + 1  # tars, indexes, split index, manifest
 
 
 def test_jpeg_rgb_and_byte_limit(tmp_path: Path, rgb_images) -> None:
