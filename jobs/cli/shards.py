@@ -1,6 +1,7 @@
 """Pipeline stage 0: images -> WebDataset shards + manifests + label-fraction key lists (a data root).
 
     simclr-shards --source fashion_mnist --out ~/.cache/simclr-suite/data/fashion-mnist
+    simclr-shards --reindex /data/imagenet-shards   # a root written before split indexes: index it, no re-sharding
     simclr-shards --source imagefolder --input /data/imagenet --out /data/imagenet-shards --format jpeg \\
         --splits train val --shard-size 5000
     simclr-shards --source arrays --input arrays.npz --out /tmp/root        # <split>_images/_labels
@@ -32,6 +33,7 @@ from typing import Any
 
 from simclr.data.errors import DataError
 from simclr.data.shards.codec import check_format
+from simclr.data.shards.columns import SplitIndexError, reindex
 from simclr.data.shards.fractions import fraction_name, import_key_list, write_label_fractions
 from simclr.data.shards.inplace import expand_inputs, index_webdataset, listing_digest, read_class_map
 from simclr.data.shards.manifest import Manifest
@@ -98,7 +100,7 @@ def index_in_place(
         try:
             m = Manifest.load(Path(out) / split)
             if {k: v for k, v in m.source.items() if k != "skipped"} == desc and (classes in (None, m.class_names)):
-                open_split(out, split, verify="size")
+                _open_or_reindex(out, split, "size")
                 log.info("%s: reusing the index of %d samples in %d tars at %s", split, m.num_samples,
                          len(m.shards), Path(out) / split)
                 return m
@@ -108,6 +110,16 @@ def index_in_place(
     return index_webdataset(tars, out, split=split, image_key=image_key, label_field=label_field,
                             class_names=classes, num_classes=num_classes, verify_images=verify_images,
                             skip_bad=skip_bad, source=desc, progress=progress)
+
+
+def _open_or_reindex(out: Path | str, split: str, verify: str) -> None:
+    """Open the split to check it; a root written before split indexes gets one (nothing is re-sharded)."""
+    try:
+        open_split(out, split, verify="sha256" if verify == "sha256" else "size")
+    except SplitIndexError as e:
+        log.info("%s: %s; building the split index", split, e)
+        reindex(out, [split])
+        open_split(out, split, verify="sha256" if verify == "sha256" else "size")
 
 
 def _reusable(out: Path, split: str, expect: dict[str, Any], verify: str) -> Manifest | None:
@@ -123,7 +135,7 @@ def _reusable(out: Path, split: str, expect: dict[str, Any], verify: str) -> Man
         log.info("%s: existing shards were written from another request; rewriting", split)
         return None
     try:
-        open_split(out, split, verify="sha256" if verify == "sha256" else "size")
+        _open_or_reindex(out, split, "sha256" if verify == "sha256" else "size")
     except DataError as e:
         log.warning("%s: existing shards fail the check (%s); rewriting", split, e)
         return None
@@ -285,11 +297,14 @@ def _name_path(text: str) -> tuple[str, Path]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="simclr-shards", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, choices=SOURCES)
+    p.add_argument("--source", choices=SOURCES, help="required unless --reindex")
+    p.add_argument("--reindex", type=Path, default=None, metavar="DATA_ROOT",
+                   help="only build the split index of every split of DATA_ROOT (a root written before split "
+                        "indexes existed: nothing is re-sharded)")
     p.add_argument("--input", default=None,
                    help="Fashion-MNIST folder / ImageFolder root / .npz file / WebDataset tars (brace pattern, folder "
                         "or list file)")
-    p.add_argument("--out", type=Path, required=True, help="the data root to write")
+    p.add_argument("--out", type=Path, default=None, help="the data root to write (required unless --reindex)")
     p.add_argument("--splits", "--split", nargs="+", default=["train", "test"])
     p.add_argument("--shard-size", type=int, default=DEFAULT_MAX_COUNT, help="samples per shard")
     p.add_argument("--max-bytes", type=int, default=None, help="bytes per shard (single task only)")
@@ -324,13 +339,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="lines of a --fraction-file that match no labelled sample are a warning, not an error")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--quiet", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.reindex is None and (args.source is None or args.out is None):
+        p.error("--source and --out are required (or --reindex DATA_ROOT)")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.reindex is not None:
+        try:
+            done = reindex(args.reindex)
+        except DataError as e:
+            log.error("%s", e)
+            return 2
+        for split, index in done.items():
+            print(f"{split}: split index of {index.num_samples} samples -> {args.reindex / split}")
+        return 0
     try:
         result = build_dataset(
             args.source,

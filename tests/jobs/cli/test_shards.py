@@ -210,3 +210,26 @@ def test_cli_refuses_a_damaged_tar_and_two_splits(tmp_path: Path, caplog) -> Non
     assert "one split a call" in caplog.text
     assert main([*argv, "--skip-bad", "--quiet"]) == 0
     assert Manifest.load(tmp_path / "root" / "train").source["skipped"] >= 1
+
+
+def test_reindex_and_reuse_give_an_old_root_its_split_index(npz: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "root"
+    argv = ["--source", "arrays", "--input", str(npz), "--out", str(out), "--shard-size", "40", "--quiet"]
+    assert main(argv) == 0
+
+    def make_old() -> None:  # as the code before split indexes left a root
+        for split in ("train", "test"):
+            (out / split / "split_index.bin").unlink()
+            m = Manifest.load(out / split)
+            m.split_index = None
+            m.save(out / split)
+
+    make_old()
+    tars = _mtimes(out)
+    assert main(["--reindex", str(out)]) == 0
+    assert "train: split index of 90 samples" in capsys.readouterr().out
+    assert (out / "test" / "split_index.bin").is_file() and _mtimes(out) == tars
+    make_old()
+    assert main(argv) == 0  # reused: indexed, not rewritten
+    assert _mtimes(out) == tars and Manifest.load(out / "train").split_index is not None
+    assert main(["--reindex", str(tmp_path / "nothing")]) == 2
