@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         deliver_early()
 
     # submitit's plugin hook for a cluster's signals; patched in this process only.
-    job_environment.JobEnvironment._handle_signals = handle_signals  # type: ignore[method-assign]
+    job_environment.JobEnvironment._handle_signals = handle_signals  # type: ignore[method-assign,assignment]
     submission.process_job(args[0])
 
 
