@@ -13,9 +13,19 @@ runs with the state already on disk. Ranks other than 0 return from submitit's h
 anything (it must not exit them, or srun might kill rank 0 mid-requeue); they wait for the requeue to
 end the job step.
 
-A plain requeue with no signal (a SIGTERM preemption, a node failure): the process just dies, SLURM
-starts the task again, and ``run_stage`` resumes from the run folder's latest periodic checkpoint -- the
-task's identity is its run folder, never its job id.
+SIGTERM (preemption without ``preempt_send_user_signal``, the time limit, ``scancel --signal=TERM``) means
+the same at every moment of the task (issue 23). The task process starts as ``jobs.sweep.entry``, which
+records TERM/USR2 with the standard library alone until submitit's handlers are in place and then delivers
+them; submitit's ``bypass`` of TERM is replaced. With the profile's ``sigterm: requeue`` (the default) TERM
+takes the USR2 path above (:class:`StageTask` routes both to ``preempt``, installed before the runner's heavy
+imports, and hands over by raising USR2); with ``sigterm: stop`` it ends the task with
+``jobs.sweep.entry.TerminationRequested`` (FAILED in SLURM, the reason in submitit's result; a checkpoint of the
+step it stopped at when training had begun). Only the interpreter's own start (tens of ms) is left to TERM's
+default, and a TERM sent before slurmstepd started the task is lost by SLURM (both measured).
+
+A plain requeue with no signal (a node failure, SIGKILL): the process just dies, SLURM starts the task again,
+and ``run_stage`` resumes from the run folder's latest periodic checkpoint -- the task's identity is its run
+folder, never its job id.
 
 On the local executor (no SLURM) ``jobs.sweep.local_pipeline`` runs a whole sweep in one background process;
 each of its tasks runs in this same :class:`StageTask`.
