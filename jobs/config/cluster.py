@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ from jobs.config.compose import CONFIG_NAME, conf_path, group_options, hydra_err
 from jobs.config.structured import merge_onto, plain_dict
 
 EXECUTORS = ("slurm", "local")
+SIGTERM_ACTIONS = ("requeue", "stop")  # = jobs.sweep.entry.SIGTERM_ACTIONS (the task side reads them)
+# The task process's module on the compute node instead of submitit.core._submit: it installs its signal
+# handlers before anything heavy is imported (jobs/sweep/entry.py). A name, not an import: config imports no sweep.
+TASK_ENTRY = "jobs.sweep.entry"
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Names SLURM accepts for partitions/accounts/QoS; commas separate alternatives (``-p a,b``).
@@ -78,6 +83,9 @@ class ClusterProfile:
     setup: list[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
     sbatch: dict[str, str] = field(default_factory=dict)  # extra #SBATCH --key=value flags
     python: str | None = None  # interpreter on the compute nodes; None = the submitting one
+    # What a SIGTERM means to a task (preemption without preempt_send_user_signal, the time limit, scancel):
+    # requeue = as the preemption signal (checkpoint at the next step, requeue); stop = end as a recorded failure.
+    sigterm: str = "requeue"
 
 
 def _require(ok: bool, key: str, msg: str) -> None:
@@ -89,6 +97,7 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
     """Reject values that would make a broken or dangerous sbatch script; returns ``profile`` when valid."""
     p = profile
     _require(p.executor in EXECUTORS, "executor", f"{p.executor!r} is not one of {EXECUTORS}")
+    _require(p.sigterm in SIGTERM_ACTIONS, "sigterm", f"{p.sigterm!r} is not one of {SIGTERM_ACTIONS}")
     for key in ("partition", "account", "qos"):
         value = getattr(p, key)
         if value is not None:
@@ -201,7 +210,8 @@ def _slurm_parameters(profile: ClusterProfile, *, job_name: str, dependency: str
         "cpus_per_task": profile.cpus_per_task,
         "signal_delay_s": profile.signal_delay_s,
         "array_parallelism": profile.array_parallelism,
-        "setup": [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup],
+        "setup": [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
+                  f"export SIMCLR_SIGTERM={profile.sigterm}", *profile.setup],
         "additional_parameters": additional,
     }
     if profile.gpus_per_node > 0:
@@ -216,6 +226,11 @@ def _slurm_parameters(profile: ClusterProfile, *, job_name: str, dependency: str
         mem = profile.mem_gb
         params["mem"] = f"{int(mem)}GB" if mem == int(mem) else f"{int(mem * 1024)}MB"
     return params
+
+
+def task_command(python: str, folder: str | Path) -> str:
+    """The task's command line in the sbatch script (after ``srun ...``): the early-signal entry point."""
+    return " ".join([python, "-u -m", TASK_ENTRY, shlex.quote(str(folder))])
 
 
 def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str = "simclr",
@@ -241,6 +256,13 @@ def make_executor(profile: ClusterProfile, folder: str | Path, *, job_name: str 
         return local
     from submitit.slurm.slurm import SlurmExecutor
 
-    ex = SlurmExecutor(folder, max_num_timeout=profile.max_num_timeout, python=profile.python)
+    class _Executor(SlurmExecutor):
+        """submitit's SLURM executor with the task started by :data:`TASK_ENTRY` (same arguments)."""
+
+        @property
+        def _submitit_command_str(self) -> str:
+            return task_command(self.python, self.folder)
+
+    ex = _Executor(folder, max_num_timeout=profile.max_num_timeout, python=profile.python)
     ex.update_parameters(**_slurm_parameters(profile, job_name=job_name, dependency=dependency, extra=extra))
     return ex

@@ -13,9 +13,19 @@ runs with the state already on disk. Ranks other than 0 return from submitit's h
 anything (it must not exit them, or srun might kill rank 0 mid-requeue); they wait for the requeue to
 end the job step.
 
-A plain requeue with no signal (a SIGTERM preemption, a node failure): the process just dies, SLURM
-starts the task again, and ``run_stage`` resumes from the run folder's latest periodic checkpoint -- the
-task's identity is its run folder, never its job id.
+SIGTERM (preemption without ``preempt_send_user_signal``, the time limit, ``scancel --signal=TERM``) means
+the same at every moment of the task (issue 23). The task process starts as ``jobs.sweep.entry``, which
+records TERM/USR2 with the standard library alone until submitit's handlers are in place and then delivers
+them; submitit's ``bypass`` of TERM is replaced. With the profile's ``sigterm: requeue`` (the default) TERM
+takes the USR2 path above (:class:`StageTask` routes both to ``preempt``, installed before the runner's heavy
+imports, and hands over by raising USR2); with ``sigterm: stop`` it ends the task with
+``jobs.sweep.entry.TerminationRequested`` (FAILED in SLURM, the reason in submitit's result; a checkpoint of the
+step it stopped at when training had begun). Only the interpreter's own start (tens of ms) is left to TERM's
+default, and a TERM sent before slurmstepd started the task is lost by SLURM (both measured).
+
+A plain requeue with no signal (a node failure, SIGKILL): the process just dies, SLURM starts the task again,
+and ``run_stage`` resumes from the run folder's latest periodic checkpoint -- the task's identity is its run
+folder, never its job id.
 
 On the local executor (no SLURM) ``jobs.sweep.local_pipeline`` runs a whole sweep in one background process;
 each of its tasks runs in this same :class:`StageTask`.
@@ -33,19 +43,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from jobs.sweep.entry import SIGTERM_ENV, TerminationRequested, preempt_signal, sigterm_action
 from simclr.runfolder.read import read_status
 
 # Seconds a non-zero rank waits for rank 0's requeue to end the step before giving up.
 _RANK_WAIT_S = 300.0
-
-
-def preempt_signal() -> signal.Signals:
-    """The signal submitit treats as preemption/time-out (USR2 unless SUBMITIT_PREEMPT_SIGNAL says)."""
-    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
-    try:
-        return signal.Signals["SIG" + name]
-    except KeyError:
-        raise ValueError(f"SUBMITIT_PREEMPT_SIGNAL={name!r} is not a signal name (e.g. USR2)") from None
 
 
 def _global_rank() -> int:
@@ -141,21 +143,32 @@ class StageTask:
     def __call__(self) -> dict[str, Any]:
         from simclr.train import preempt
 
-        run_stage = resolve_runner(self.runner)
-        check_parent(self.config)
-        if _num_tasks() > 1:
-            # Always from this allocation: a MASTER_ADDR inherited from the submitting shell (sbatch exports
-            # it) or set by a setup line used to skip the export, leaving WORLD_SIZE unset, so every task
-            # trained alone as rank 0 into the same run folder.
-            export_distributed()
         sig = preempt_signal()
+        # SIGTERM too where the sbatch script says what it means (jobs.sweep.entry); elsewhere (the local
+        # executor's pipeline children) it keeps its default. Routed BEFORE the runner's heavy imports (torch):
+        # a signal during them is only recorded, and acted on below, with nothing to save.
+        term = sigterm_action() if SIGTERM_ENV in os.environ else None
+        routed = [sig] if term is None or sig == signal.SIGTERM else [sig, signal.SIGTERM]
         preempt.clear()
-        previous = preempt.install([sig])
+        previous = preempt.install(routed)
         try:
+            run_stage = resolve_runner(self.runner)
+            check_parent(self.config)
+            if _num_tasks() > 1:
+                # Always from this allocation: a MASTER_ADDR inherited from the submitting shell (sbatch exports
+                # it) or set by a setup line used to skip the export, leaving WORLD_SIZE unset, so every task
+                # trained alone as rank 0 into the same run folder.
+                export_distributed()
+            if preempt.requested():  # came during the imports: the run has not started, nothing to save
+                raise preempt.PreemptionRequested(preempt.signum(), -1)
             return run_stage(self.config)
         except preempt.PreemptionRequested as e:
             preempt.restore(previous)
             previous = {}
+            if e.signum == signal.SIGTERM and term == "stop":
+                where = "before the run started" if e.step < 0 else f"checkpoint saved at step {e.step}"
+                raise TerminationRequested(where) from e
+            # Whichever signal came, submitit's requeue is bound to the preemption signal: the one path.
             _hand_over(sig, e)
             raise  # only reached when nothing took the signal over (see _hand_over)
         finally:

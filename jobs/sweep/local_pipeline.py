@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask, _hand_over, preempt_signal
+from jobs.sweep.entry import preempt_signal
+from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask, _hand_over
 from jobs.sweep.manifest import (
     LOCAL,
     JobRecord,

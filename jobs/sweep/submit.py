@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.config.cluster import ClusterProfile, make_executor, profile_from_dict, slurm_parameters
+from jobs.config.cluster import ClusterProfile, make_executor, profile_from_dict, slurm_parameters, task_command
 from jobs.sweep.launch import DEFAULT_RUNNER, ReportTask, StageTask
 from jobs.sweep.local_pipeline import PipelineTask, local_states
 from jobs.sweep.manifest import (
@@ -415,8 +415,7 @@ def _print_dry(printer: Any, profile: ClusterProfile, folder: Path, name: str, s
 
     params = slurm_parameters(profile, job_name=name, dependency=dependency,
                               extra={"requeue": True} if tasks else None)
-    command = " ".join([shlex.quote(profile.python) if profile.python else shlex.quote(sys.executable),
-                        "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    command = task_command(profile.python if profile.python else shlex.quote(sys.executable), folder)
     kw: dict[str, Any] = dict(params)
     if tasks:
         kw["map_count"] = len(tasks)

@@ -105,7 +105,10 @@ def test_make_executor_local(tmp_path) -> None:
 def test_make_executor_slurm_puts_max_num_timeout_in_the_constructor(tmp_path) -> None:
     p = dataclasses.replace(load_profile("local"), max_num_timeout=7)
     ex = make_executor(p, tmp_path / "%j", job_name="n")
-    assert type(ex).__name__ == "SlurmExecutor" and ex.max_num_timeout == 7
+    from submitit.slurm.slurm import SlurmExecutor
+
+    # a subclass: its task command is jobs.sweep.entry (the early-signal entry point)
+    assert isinstance(ex, SlurmExecutor) and ex.max_num_timeout == 7
     assert ex.parameters["partition"] == "debug" and ex.parameters["job_name"] == "n"
 
 
