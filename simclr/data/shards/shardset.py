@@ -155,10 +155,12 @@ def _size_problem(size: int, expected: int) -> str:
 
 def check_present(data_root: str | Path, split: str, *, bad_sample_budget: int = 0) -> Manifest:
     """The cheap part of :func:`open_split`'s check, for the login node before anything is queued: the manifest
-    loads, and every shard and index is there with the size the manifest records (a ``stat`` each, no read).
+    and the split index load and agree, and every shard and index is there with the size the manifest records
+    (a ``stat`` each, no read).
     With a bad-sample budget, missing or truncated shards are left to ``open_split`` (it may drop them)."""
     split_dir = Path(data_root) / split
     manifest = Manifest.load(split_dir)
+    read_split_index(split_dir, manifest.shards, manifest.split_index["bytes"] if manifest.split_index else None)
     for info in manifest.shards:
         idx_path, tar_path = split_dir / info.index, info.tar_path(split_dir)
         if not idx_path.is_file():

@@ -157,3 +157,9 @@ def test_one_error_names_every_point_once_with_its_tasks(root: Path) -> None:
     assert msg.startswith("25 task(s) would stop on their nodes")
     assert "finetune, point 'big' (3 tasks, e.g. run big-s0): train.batch_size=32 exceeds the 20" in msg
     assert msg.count("\n  - ") == 20 and msg.endswith("... and 3 more") and "'fits'" not in msg
+
+
+def test_a_root_without_its_split_index_is_refused_with_the_command_to_run(root: Path) -> None:
+    (root / "train" / "split_index.bin").unlink()
+    with pytest.raises(DataError, match=rf"no split index.*simclr-shards --reindex {root}"):
+        check_data([_config("pretrain", root)])
