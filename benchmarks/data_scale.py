@@ -191,7 +191,7 @@ def _worker_memory(root: Path, workers: int, batches_each: int = 50) -> dict[str
         if k + 1 == workers * batches_each:
             last = {p: _uss(p) for p in _children()}
             break
-    it.close()
+    getattr(it, "close")()  # a generator: stops the workers now
     growth = [last[p] / first[p] for p in first if p in last]
     return {"workers": workers, "first_batch_uss_mb": [first[p] / 1e6 for p in sorted(first)],
             "after_uss_mb": [last[p] / 1e6 for p in sorted(last)], "max_growth": max(growth),
