@@ -32,10 +32,38 @@ _early: list[int] = []
 
 
 class TerminationRequested(Exception):
-    """SIGTERM with ``SIMCLR_SIGTERM=stop``: the task ends as a failure that says why (not a kill)."""
+    """SIGTERM meant stop (``SIMCLR_SIGTERM=stop``, or the job was cancelled): the task ends as a failure
+    that says why (not a kill)."""
 
-    def __init__(self, detail: str = "") -> None:
-        super().__init__(f"stopped by SIGTERM ({SIGTERM_ENV}=stop){': ' + detail if detail else ''}")
+    def __init__(self, detail: str = "", cause: str = f"{SIGTERM_ENV}=stop") -> None:
+        super().__init__(f"stopped by SIGTERM ({cause}){': ' + detail if detail else ''}")
+
+
+CANCELLED = "the job was cancelled (scancel)"
+
+
+def cancelled(environ: dict[str, str] | None = None, run: Any = None) -> bool:
+    """Whether the TERM that came is a user's ``scancel``, not a time limit or a preemption.
+
+    SLURM tells them apart only by the job's reason (measured on slurm 22.05): at the TERM of ``scancel`` the job
+    is ``COMPLETING`` with ``Reason=None``; at the time limit ``COMPLETING`` with ``Reason=TimeLimit``. A
+    cancelled job must not requeue itself (it ran to the end, cancelled). Outside SLURM, or when ``scontrol``
+    does not answer, False: the TERM keeps its profile's meaning.
+    """
+    import re
+    import subprocess
+
+    env = os.environ if environ is None else environ
+    job = env.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        out = (run or subprocess.run)(["scontrol", "show", "job", "-o", job], capture_output=True, text=True,
+                                      timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    state, reason = re.search(r"\bJobState=(\S+)", out), re.search(r"\bReason=(\S+)", out)
+    return bool(state and reason and state.group(1) in ("COMPLETING", "CANCELLED") and reason.group(1) == "None")
 
 
 def sigterm_action(environ: dict[str, str] | None = None) -> str:
@@ -64,6 +92,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise TerminationRequested("during start-up, before the task ran")
 
 
+def _requeue_unless_cancelled(requeue: Any) -> Any:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancelled():
+            raise TerminationRequested("during start-up, before the task ran", CANCELLED)
+        requeue(signum, frame)
+
+    return handler
+
+
 def install_early() -> None:
     """Record SIGTERM and the preemption signal until submitit's handlers are in place."""
     for s in {signal.SIGTERM, preempt_signal()}:
@@ -72,8 +109,9 @@ def install_early() -> None:
 
 def route_sigterm(action: str) -> None:
     """After submitit installed its handlers: SIGTERM as the preemption signal (requeue) or a clean stop."""
-    if action == "requeue":
-        signal.signal(signal.SIGTERM, signal.getsignal(preempt_signal()))
+    if action == "requeue":  # (a user's scancel still stops: see cancelled)
+        requeue = signal.getsignal(preempt_signal())
+        signal.signal(signal.SIGTERM, _requeue_unless_cancelled(requeue) if callable(requeue) else requeue)
     else:
         signal.signal(signal.SIGTERM, _stop)
 

@@ -17,7 +17,8 @@ SIGTERM (preemption without ``preempt_send_user_signal``, the time limit, ``scan
 the same at every moment of the task (issue 23). The task process starts as ``jobs.sweep.entry``, which
 records TERM/USR2 with the standard library alone until submitit's handlers are in place and then delivers
 them; submitit's ``bypass`` of TERM is replaced. With the profile's ``sigterm: requeue`` (the default) TERM
-takes the USR2 path above (:class:`StageTask` routes both to ``preempt``, installed before the runner's heavy
+takes the USR2 path above -- unless SLURM shows the job cancelled by ``scancel`` (``entry.cancelled``): then it
+stops, as a cancel must -- (:class:`StageTask` routes both to ``preempt``, installed before the runner's heavy
 imports, and hands over by raising USR2); with ``sigterm: stop`` it ends the task with
 ``jobs.sweep.entry.TerminationRequested`` (FAILED in SLURM, the reason in submitit's result; a checkpoint of the
 step it stopped at when training had begun). Only the interpreter's own start (tens of ms) is left to TERM's
@@ -43,7 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jobs.sweep.entry import SIGTERM_ENV, TerminationRequested, preempt_signal, sigterm_action
+from jobs.sweep.entry import CANCELLED, SIGTERM_ENV, TerminationRequested, cancelled, preempt_signal, sigterm_action
 from simclr.runfolder.read import read_status
 
 # Seconds a non-zero rank waits for rank 0's requeue to end the step before giving up.
@@ -165,9 +166,9 @@ class StageTask:
         except preempt.PreemptionRequested as e:
             preempt.restore(previous)
             previous = {}
-            if e.signum == signal.SIGTERM and term == "stop":
+            if e.signum == signal.SIGTERM and (term == "stop" or cancelled()):
                 where = "before the run started" if e.step < 0 else f"checkpoint saved at step {e.step}"
-                raise TerminationRequested(where) from e
+                raise TerminationRequested(where, *(() if term == "stop" else (CANCELLED,))) from e
             # Whichever signal came, submitit's requeue is bound to the preemption signal: the one path.
             _hand_over(sig, e)
             raise  # only reached when nothing took the signal over (see _hand_over)

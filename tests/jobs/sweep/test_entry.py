@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,6 @@ def test_an_early_signal_is_recorded_then_delivered_to_the_handler_in_place(hand
     seen: list[int] = []
     signal.signal(signal.SIGUSR2, lambda s, f: seen.append(s))  # stands in for submitit's requeue handler
     entry.route_sigterm("requeue")
-    assert signal.getsignal(signal.SIGTERM) is signal.getsignal(signal.SIGUSR2)
     assert entry.deliver_early() == [signal.SIGTERM]
     assert seen == [signal.SIGTERM] and entry.deliver_early() == []
 
@@ -68,3 +68,32 @@ def test_profile_sigterm_key_is_validated_and_exported_to_the_task() -> None:
     assert "export SIMCLR_SIGTERM=stop" in slurm_parameters(p)["setup"]
     assert "export SIMCLR_SIGTERM=requeue" in slurm_parameters(load_profile("local"))["setup"]
     assert task_command("/py", "/a b/%j") == "/py -u -m jobs.sweep.entry '/a b/%j'"
+
+
+def test_a_cancel_is_told_from_a_time_limit_by_the_jobs_reason() -> None:
+    """What scontrol showed at the TERM (measured here): scancel -> COMPLETING, Reason=None; the time limit ->
+    COMPLETING, Reason=TimeLimit; scancel --signal=TERM (a signal, no cancel) -> RUNNING."""
+    def shows(text: str) -> Any:
+        return lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=text, stderr="")
+
+    env = {"SLURM_JOB_ID": "475"}
+    assert entry.cancelled(env, shows("JobId=475 JobName=x JobState=COMPLETING Reason=None Dependency=(null)"))
+    assert not entry.cancelled(env, shows("JobId=476 JobState=COMPLETING Reason=TimeLimit Dependency=(null)"))
+    assert not entry.cancelled(env, shows("JobId=477 JobState=RUNNING Reason=None Dependency=(null)"))
+    assert not entry.cancelled({}, shows("JobState=COMPLETING Reason=None"))  # not under SLURM
+
+
+def test_a_cancelled_jobs_early_term_stops_instead_of_requeueing(handlers: None, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    seen: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda s, f: seen.append(s))
+    entry.route_sigterm("requeue")
+    monkeypatch.setattr(entry, "cancelled", lambda: True)
+    with pytest.raises(entry.TerminationRequested, match=r"job was cancelled \(scancel\)"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0)
+    assert seen == []
+    monkeypatch.setattr(entry, "cancelled", lambda: False)
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.sigtimedwait([], 0)
+    assert seen == [signal.SIGTERM]  # any other TERM: the requeue handler
