@@ -18,6 +18,7 @@ then names the user's tar by its absolute ``path`` (``name`` stays the logical `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,17 @@ from simclr.atomic import atomic_write_text
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_RE = re.compile(r"^shard-(\d{6})\.tar$")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, as the manifest records it for shards and indexes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
 
 
 def shard_name(index: int) -> str:

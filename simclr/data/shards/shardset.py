@@ -32,8 +32,7 @@ import numpy.typing as npt
 from simclr.data.errors import BadSampleError, DataError, ManifestError
 from simclr.data.shards.columns import FAULTS, KeyColumn, SplitIndexError, read_split_index, reindex_hint
 from simclr.data.shards.keys import check_key, key_hashes
-from simclr.data.shards.manifest import Manifest
-from simclr.data.shards.write import file_sha256
+from simclr.data.shards.manifest import Manifest, file_sha256
 
 log = logging.getLogger("simclr.data")
 

@@ -45,7 +45,7 @@ from simclr.data.shards.codec import (
 from simclr.data.shards.columns import SPLIT_INDEX_NAME, build_split_index
 from simclr.data.shards.index import IndexEntry, format_index, read_index
 from simclr.data.shards.keys import check_key
-from simclr.data.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo, index_name, shard_name
+from simclr.data.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo, file_sha256, index_name, shard_name
 from simclr.data.shards.progress import Progress
 from simclr.data.shards.sources.base import ImageLike, SampleSource
 from simclr.atomic import atomic_write_text
@@ -59,16 +59,6 @@ _BLOCK = tarfile.BLOCKSIZE
 
 def _padded(n: int) -> int:
     return (n + _BLOCK - 1) // _BLOCK * _BLOCK
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 class _ShardWriter:

@@ -14,7 +14,8 @@ from simclr.data.shards.index import read_index
 from simclr.data.shards.keys import key_hashes
 from simclr.data.shards.shardset import open_split
 from simclr.data.shards.sources import array_samples
-from simclr.data.shards.write import file_sha256, write_shards
+from simclr.data.shards.manifest import file_sha256
+from simclr.data.shards.write import write_shards
 
 
 @pytest.fixture
