@@ -165,25 +165,34 @@ def _size_problem(size: int, expected: int) -> str:
 def check_present(data_root: str | Path, split: str, *, bad_sample_budget: int = 0) -> Manifest:
     """The cheap part of :func:`open_split`'s check, for the login node before anything is queued: the manifest
     and the split index load and agree, and every shard and index is there with the size the manifest records
-    (a ``stat`` each, no read).
-    With a bad-sample budget, missing or truncated shards are left to ``open_split`` (it may drop them)."""
+    (a ``stat`` each, no read). With a bad-sample budget, missing and truncated shards pass while the samples
+    they lose fit in it, as ``open_split`` would drop them."""
     split_dir = Path(data_root) / split
     manifest = Manifest.load(split_dir)
-    read_split_index(split_dir, manifest.shards, manifest.split_index["bytes"] if manifest.split_index else None)
-    for info in manifest.shards:
+    si = read_split_index(split_dir, manifest.shards, manifest.split_index["bytes"] if manifest.split_index else None)
+    lost = 0
+    ends: npt.NDArray[np.int64] | None = None
+    for sid, info in enumerate(manifest.shards):
         idx_path, tar_path = split_dir / info.index, info.tar_path(split_dir)
         idx_size = _file_size(idx_path)
         if idx_size is None:
             raise ManifestError("missing shard index", path=idx_path, key=info.first_key)
         if idx_size != info.index_bytes:
             raise ManifestError("shard index size/sha256 disagrees with the manifest", path=idx_path)
-        if bad_sample_budget > 0:
-            continue
         size = _file_size(tar_path)
         if size is None:
-            raise DataError(f"missing shard ({info.count} samples)", path=tar_path, key=info.first_key)
-        if size != info.bytes:
-            raise DataError(_size_problem(size, info.bytes), path=tar_path)
+            lost += info.count
+            if lost > bad_sample_budget:
+                raise DataError(f"missing shard ({info.count} samples)", path=tar_path, key=info.first_key)
+        elif size != info.bytes:
+            if size > info.bytes or bad_sample_budget == 0:
+                raise DataError(_size_problem(size, info.bytes), path=tar_path)
+            if ends is None:
+                ends = si.offset + si.size
+            gone = int(((si.shard == sid) & (ends > size)).sum())
+            lost += gone
+            if gone == 0 or lost > bad_sample_budget:
+                raise DataError(_size_problem(size, info.bytes), path=tar_path)
     return manifest
 
 

@@ -12,7 +12,7 @@ from simclr.data.errors import BadSampleError, DataError, ManifestError
 from simclr.data.shards.columns import SplitIndexError, read_split_index, reindex
 from simclr.data.shards.index import read_index
 from simclr.data.shards.keys import key_hashes
-from simclr.data.shards.shardset import open_split
+from simclr.data.shards.shardset import check_present, open_split
 from simclr.data.shards.sources import array_samples
 from simclr.data.shards.manifest import file_sha256
 from simclr.data.shards.write import write_shards
@@ -205,3 +205,20 @@ def test_a_damaged_or_stale_split_index_is_refused(root: Path, damage: str) -> N
     with pytest.raises(SplitIndexError, match="simclr-shards --reindex") as exc:
         open_split(root, "train")
     assert "split_index.bin" in str(exc.value)
+
+
+def test_check_present_with_a_budget_refuses_what_open_split_would(root: Path) -> None:
+    (root / "train" / "shard-000002.tar").unlink()  # 10 samples
+    with pytest.raises(DataError, match="missing shard"):
+        check_present(root, "train", bad_sample_budget=9)
+    check_present(root, "train", bad_sample_budget=10)
+    tar = root / "train" / "shard-000001.tar"
+    cut = int(read_index(root / "train" / "shard-000001.idx").offsets[12])  # 8 samples lost
+    tar.write_bytes(tar.read_bytes()[:cut])
+    with pytest.raises(DataError, match="missing shard"):  # 8 lost to the cut, then 10 more: 18 > 17
+        check_present(root, "train", bad_sample_budget=17)
+    check_present(root, "train", bad_sample_budget=18)
+    assert len(open_split(root, "train", bad_sample_budget=18)) == 32
+    tar.write_bytes(tar.read_bytes() + b"\0" * 100000)  # larger than recorded: never a budget matter
+    with pytest.raises(DataError, match="manifest says"):
+        check_present(root, "train", bad_sample_budget=1000)
