@@ -139,6 +139,26 @@ def test_memory_matches_the_reference_with_gradients() -> None:
     assert torch.equal(logits, plain_logits) and torch.equal(labels, torch.arange(6))  # in-batch logits as before
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 9, 100])
+def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """The queue's log-sum-exp block by block (blocks of one entry, uneven blocks, one block): the same loss and
+    gradients, also at tau 0.05 where the blocks' maxima are far apart."""
+    import simclr.losses.ntxent as ntxent
+
+    monkeypatch.setattr(ntxent, "MEMORY_CHUNK", chunk)
+    torch.manual_seed(4)
+    z1 = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    queue = F.normalize(torch.randn(11, 6), dim=1)
+    queue[3] = F.normalize(z1.detach()[0].float(), dim=0)  # one entry very close to an anchor: a large block max
+    for tau in (0.5, 0.05):
+        loss, _, _ = nt_xent(z1, z2, tau, memory=queue)
+        ref = reference_with_memory(z1, z2, tau, queue)
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+        for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
+            assert torch.allclose(a.double(), r, atol=1e-4, rtol=1e-4)
+
+
 def test_no_memory_and_an_empty_memory_are_plain_nt_xent_bit_for_bit() -> None:
     torch.manual_seed(2)
     z1, z2 = torch.randn(8, 6, requires_grad=True), torch.randn(8, 6, requires_grad=True)
