@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.groups import BACKBONE, HEAD, disambiguate
+from analysis.groups import BACKBONE, HEAD, MEMORY, disambiguate
 from analysis.labels import fraction_label, is_missing, model_label, num_label
 from simclr.runfolder.layout import STAGES
 
@@ -184,13 +184,14 @@ def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
     dropped = 0
     for ax, f in zip(axes, fractions):
         sub = ft[np.isclose(ft["label_fraction"], f)]
-        keys = list(BACKBONE) + list(HEAD)  # depth, width, sk_ratio, cifar_stem, num_proj_layers, proj_out_dim
+        # depth, width, sk_ratio, cifar_stem, num_proj_layers, proj_out_dim, memory_size
+        keys = list(BACKBONE) + list(HEAD) + list(MEMORY)
         lines = list(sub.groupby(keys, dropna=False, sort=True))[:MAX_LINES]
         dropped += max(0, sub.groupby(keys, dropna=False).ngroups - MAX_LINES)
-        # Lines whose names match differ in the stem or the output size: they say which.
+        # Lines whose names match differ in the stem, the output size or the pretraining's memory: they say which.
         names = disambiguate([f"{model_label(key[0], key[1], key[2])}, {num_label(key[4])}-layer head"
                               for key, _ in lines], [dict(zip(keys, key)) for key, _ in lines],
-                             ("cifar_stem", "proj_out_dim"))
+                             ("cifar_stem", "proj_out_dim", "memory_size"))
         for (key, g), label in zip(lines, names):
             # ft_proj_selector -1 = "all layers" = the head depth, so it sits at the right end.
             x = g["ft_proj_selector"].where(g["ft_proj_selector"] != -1, g["num_proj_layers"])
