@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None:
         prepare_data(root)
+    from simclr.data.shards.manifest import Manifest
+
+    # as the pre-queue check of a sweep (jobs/sweep/preflight.py): a queue of a whole epoch is refused
+    n_train = Manifest.load(Path(root) / "train").num_samples
+    if max(args.memory_size) >= n_train:
+        ap.error(f"--memory-size {max(args.memory_size)}: at least the {n_train} training images; every anchor would "
+                 "meet its own earlier projection as a negative")
     # One folder per pretraining recipe and, inside it, one per recipe of the later stages: a rerun reuses every
     # finished run of its recipe, and a change to fine-tuning or distillation alone reuses the pretraining run
     # (a run folder refuses a different config, jobs.stages.runner.check_same_run).
