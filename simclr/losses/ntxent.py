@@ -49,7 +49,7 @@ class _QueueLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, queries: Tensor, queue: Tensor, chunk: int) -> Tensor:
         exps, maxes, sums = [], [], []
-        for block in queue.split(chunk):
+        for block in torch.split(queue, chunk):
             e = queries @ block.t()  # [R, C]
             m = e.amax(dim=1, keepdim=True)
             e.sub_(m).exp_()
@@ -69,7 +69,7 @@ class _QueueLogSumExp(torch.autograd.Function):
         # softmax over the whole row = block exp * exp(block max - lse)
         scale = (mx - lse).exp() * grad  # [blocks, R]
         out = torch.zeros(scale.shape[1], queue.shape[1], dtype=queue.dtype, device=queue.device)
-        for i, (e, block) in enumerate(zip(exps, queue.split(ctx.chunk))):
+        for i, (e, block) in enumerate(zip(exps, torch.split(queue, ctx.chunk))):
             out.addcmul_(e @ block, scale[i].unsqueeze(1))
         return out, None, None
 
@@ -156,7 +156,7 @@ def _nt_xent_memory_fp32(
     logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
     # The in-batch and memory parts' log-sum-exps are combined, so the [2B, 2N + M] matrix that a concatenation
     # and cross_entropy would build (M = 65536: 2B x M floats) is never copied.
-    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK)  # type: ignore[no-untyped-call]
+    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK)
     lse = torch.logaddexp(torch.logsumexp(logits, dim=1), memory_lse)
     positive = logits[rows, torch.cat([idx + n, idx])]
     loss = (lse - positive).sum() / b

@@ -118,8 +118,8 @@ class MomentumMemory:
     @torch.no_grad()
     def update_weights(self) -> None:
         """One EMA step of the memory network's parameters towards the online network's current ones."""
-        mem = [p for p in self.network.parameters()]
-        onl = [p.detach() for p in self._online.parameters()]
+        mem: list[Tensor] = list(self.network.parameters())
+        onl: list[Tensor] = [p.detach() for p in self._online.parameters()]
         ema_update(mem, onl, self.momentum)
 
     @torch.no_grad()
