@@ -10,7 +10,9 @@ Columns of ``Collection.runs`` (one row per run folder):
 - identity: ``run`` (folder name), ``path``, ``sweep``, ``point``, ``config_id`` (the hash8 of the
   folder name: one config point), ``stage``, ``seed``, ``parent``
 - axes: ``depth``, ``width``, ``sk_ratio``, ``cifar_stem``, ``num_proj_layers``, ``proj_out_dim``,
-  ``ft_proj_selector``, ``label_fraction``; distill: ``teacher_run``, ``teacher_ref`` and
+  ``ft_proj_selector``, ``label_fraction``, ``memory_size`` (SimCLRv2's memory of the pretraining run the
+  backbone came from: its own for pretraining, the parent's for fine-tuning and linear eval, the teacher's
+  pretraining for distillation; NaN for supervised and when that run is not collected); distill: ``teacher_run``, ``teacher_ref`` and
   ``teacher_<axis>`` for the teacher's model, ``teacher_ft_proj_selector``,
   ``teacher_label_fraction``, ``teacher_state``, ``teacher_top1``, ``teacher_path``
 - state: ``state`` (done / failed / running), ``reason``, ``has_config``, ``usable`` (done, with a
@@ -48,7 +50,7 @@ __all__ = ["Collection", "collect", "find_run_folders", "BASE_COLUMNS"]
 
 BASE_COLUMNS: tuple[str, ...] = (
     "run", "stage", "state", "reason", "usable", "sweep", "point", "config_id", "seed",
-    *MODEL_AXES, "ft_proj_selector", "label_fraction",
+    *MODEL_AXES, "ft_proj_selector", "label_fraction", "memory_size",
     "teacher_run", *(f"teacher_{a}" for a in MODEL_AXES), "teacher_ft_proj_selector",
     "teacher_label_fraction", "teacher_state", "teacher_top1",
     "top1", "top5", "top1_source", "top5_source", "params", "step", "total_steps", "progress", "epoch", "restarts",
@@ -205,9 +207,10 @@ def _resolve_teachers(runs: pd.DataFrame, warnings: list[str]) -> None:
 def _pretrain_steps(runs: pd.DataFrame) -> None:
     """``pretrain_steps``: the optimizer steps of the pretraining run a row's backbone came from (its own for a
     pretraining run, its parent's for a fine-tune or linear eval, its teacher's for a distillation, 0 for a
-    supervised baseline); NaN when that run is not among the collected ones."""
+    supervised baseline); NaN when that run is not among the collected ones. ``memory_size`` of the other
+    stages from the same run (NaN for supervised or when it is not collected)."""
     find = _run_finder(runs)
-    steps = []
+    steps, memory = [], []
     for i in runs.index:
         j = i
         for _ in range(2):  # distill -> finetune -> pretrain at most
@@ -219,12 +222,17 @@ def _pretrain_steps(runs: pd.DataFrame) -> None:
                 break
         if runs.at[i, "stage"] == "supervised":
             steps.append(0.0)
+            memory.append(math.nan)
         elif j is None or runs.at[j, "stage"] != "pretrain":
             steps.append(math.nan)
+            memory.append(math.nan)
         else:
             v = pd.to_numeric(runs.at[j, "step"], errors="coerce")
             steps.append(float(v) if pd.notna(v) else math.nan)
+            m = pd.to_numeric(runs.at[j, "memory_size"], errors="coerce")
+            memory.append(float(m) if pd.notna(m) else math.nan)
     runs["pretrain_steps"] = steps
+    runs["memory_size"] = memory
 
 
 def _mark_usable(runs: pd.DataFrame, warnings: list[str]) -> None:

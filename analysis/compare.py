@@ -1,7 +1,7 @@
 """The sweep's comparisons, each with its terms: both sides' budgets, the seeds, a paired interval, and flags.
 
 A comparison is two groups of usable runs that differ in one thing (fine-tuned vs supervised, head layer 1 vs 0,
-student vs teacher, one model vs another). Its number is the paired-by-seed mean difference with a 95%
+student vs teacher, one model vs another, SimCLRv2's memory in the pretraining vs none). Its number is the paired-by-seed mean difference with a 95%
 t-interval (:func:`analysis.stats.paired_difference`). It is **flagged**, and never headlined, when
 
 - a side is not converged, or its convergence is unknown (``analysis.convergence``: docs/CONTRACTS.md
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.groups import BACKBONE, STAGE_KEYS, keys_frame
-from analysis.labels import fraction_label, head_label, is_missing, model_label
+from analysis.groups import BACKBONE, MEMORY, STAGE_KEYS, keys_frame
+from analysis.labels import fraction_label, head_label, is_missing, memory_label, model_label
 from analysis.stats import Paired, paired_difference
 
 __all__ = ["Side", "Comparison", "Flag", "comparisons", "BUDGET_TOLERANCE", "FLAG_MARK"]
@@ -178,7 +178,8 @@ def _groups(runs: pd.DataFrame, stage: str, keys: Sequence[str]) -> list[tuple[d
         return []
     kf = keys_frame(sub, keys)
     out = []
-    for key, idx in kf.groupby(list(keys), dropna=False, sort=True).groups.items():
+    by = list(keys) if len(keys) > 1 else keys[0]  # one key: scalar group keys (pandas warns on a 1-list)
+    for key, idx in kf.groupby(by, dropna=False, sort=True).groups.items():
         vals = key if isinstance(key, tuple) else (key,)
         out.append((dict(zip(keys, (float(v) for v in vals))), sub.loc[idx]))
     return out
@@ -278,11 +279,35 @@ def _across_models(runs: pd.DataFrame) -> list[Comparison]:
     return out
 
 
+def _memory(runs: pd.DataFrame) -> list[Comparison]:
+    """Fine-tuned and linear-eval groups alike in all but the pretraining's memory: each memory size vs none (SimCLRv2
+    sec. 2: the memory adds about 1% on top of large batches). Equal pretraining steps and labelled budgets."""
+    out = []
+    for stage in ("finetune", "linear_eval"):
+        rest = [c for c in STAGE_KEYS[stage] if c not in MEMORY]
+        for k, frame in _groups(runs, stage, rest):
+            sizes = _groups(frame, stage, MEMORY)
+            none = [g for km, g in sizes if km["memory_size"] == 0]
+            if not none:
+                continue
+            for km, g in sizes:
+                if not km["memory_size"] > 0:
+                    continue
+                what = (f"{fraction_label(k['label_fraction'])} labels, {_model(k)} "
+                        f"{head_label(k['num_proj_layers'], k['ft_proj_selector'])}, "
+                        f"{'fine-tuned' if stage == 'finetune' else 'linear eval'}: "
+                        f"{memory_label(km['memory_size'])} − no memory")
+                out.append(_compare("memory", what, side(memory_label(km["memory_size"]), g),
+                                    side("no memory", none[0]), ("pretrain", "labelled"),
+                                    {**k, **km}))
+    return out
+
+
 def comparisons(runs: pd.DataFrame) -> list[Comparison]:
     """Every comparison the sweep's usable runs allow: fine-tuned vs supervised, head layer, distillation (vs
-    teacher, vs supervised), across models. ``runs`` is
+    teacher, vs supervised), across models, memory vs none. ``runs`` is
     ``analysis.collect.collect(...).runs`` (with ``converged``, budgets and ``pretrain_steps``)."""
     if runs.empty or "usable" not in runs:
         return []
     use = runs[runs["usable"].astype(bool)]
-    return (_finetune_vs_supervised(use) + _head_layer(use) + _distill(use) + _across_models(use))
+    return (_finetune_vs_supervised(use) + _head_layer(use) + _distill(use) + _across_models(use) + _memory(use))

@@ -3,13 +3,14 @@
 Which config axes make a group depends on the stage, because an axis that a stage does not use
 must not split its seeds (a supervised baseline has no projection head to fine-tune from):
 
-- ``pretrain``: backbone (depth, width, SK, stem) + head (layers, output dim)
-- ``finetune``: backbone + head + ``ft_proj_selector`` + ``label_fraction``
-- ``linear_eval``: backbone + head + ``ft_proj_selector`` (the head layer the linear classifier
+- ``pretrain``: backbone (depth, width, SK, stem) + head (layers, output dim) + memory (SimCLRv2 section 2's
+  queue size, ``memory_size``; 0 = none)
+- ``finetune``: backbone + head + memory (of the pretraining run) + ``ft_proj_selector`` + ``label_fraction``
+- ``linear_eval``: backbone + head + memory + ``ft_proj_selector`` (the head layer the linear classifier
   reads, where the config has one) + ``label_fraction``
 - ``supervised``: backbone + ``label_fraction``
-- ``distill``: student backbone + head + ``label_fraction`` + the teacher's backbone, head and
-  fine-tune layer (SimCLRv2 section 2, "distillation via unlabeled examples")
+- ``distill``: student backbone + head + memory (of the teacher's pretraining) + ``label_fraction`` + the
+  teacher's backbone, head and fine-tune layer (SimCLRv2 section 2, "distillation via unlabeled examples")
 
 Only ``usable`` runs (finished, with a config, no duplicates) enter a group. The spread is the
 sample standard deviation over seeds (ddof=1), NaN with one seed.
@@ -23,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.labels import fraction_label, ft_label, head_label, is_missing, model_label, num_label
+from analysis.labels import fraction_label, ft_label, head_label, is_missing, memory_label, model_label, num_label
 
 __all__ = [
     "BACKBONE",
     "HEAD",
+    "MEMORY",
     "TEACHER",
     "STAGE_KEYS",
     "GROUP_KEYS",
@@ -45,12 +47,13 @@ BACKBONE: tuple[str, ...] = ("depth", "width", "sk_ratio", "cifar_stem")
 HEAD: tuple[str, ...] = ("num_proj_layers", "proj_out_dim")
 TEACHER: tuple[str, ...] = ("teacher_depth", "teacher_width", "teacher_sk_ratio", "teacher_num_proj_layers",
                             "teacher_ft_proj_selector", "teacher_label_fraction")
+MEMORY: tuple[str, ...] = ("memory_size",)
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "pretrain": BACKBONE + HEAD,
-    "finetune": BACKBONE + HEAD + ("ft_proj_selector", "label_fraction"),
-    "linear_eval": BACKBONE + HEAD + ("ft_proj_selector", "label_fraction"),
+    "pretrain": BACKBONE + HEAD + MEMORY,
+    "finetune": BACKBONE + HEAD + MEMORY + ("ft_proj_selector", "label_fraction"),
+    "linear_eval": BACKBONE + HEAD + MEMORY + ("ft_proj_selector", "label_fraction"),
     "supervised": BACKBONE + ("label_fraction",),
-    "distill": BACKBONE + HEAD + ("label_fraction",) + TEACHER,
+    "distill": BACKBONE + HEAD + MEMORY + ("label_fraction",) + TEACHER,
 }
 GROUP_KEYS: tuple[str, ...] = tuple(dict.fromkeys(k for keys in STAGE_KEYS.values() for k in keys))
 
@@ -144,12 +147,16 @@ def group_runs(runs: pd.DataFrame, values: Sequence[str] = ("top1",)) -> pd.Data
 
 
 def group_label(row: dict[str, object] | pd.Series) -> str:
-    """``finetune R50 2× SK · head 3, ft 1 · 1%`` (distill: ``... ← teacher R152 3× SK, ft 1``)."""
+    """``finetune R50 2× SK · head 3, ft 1 · 1%`` (distill: ``... ← teacher R152 3× SK, ft 1``); with SimCLRv2's
+    memory in the pretraining: ``finetune R50 1× · head 3, ft 1 · memory 65,536 · 1%``."""
     parts = [str(row["stage"]), model_label(row["depth"], row["width"], row["sk_ratio"])]
     if row["stage"] != "supervised":
         head = head_label(row.get("num_proj_layers"), row.get("ft_proj_selector"))
         if head:
             parts[-1] += f" · {head}"
+    memory = row.get("memory_size")
+    if row["stage"] != "supervised" and not is_missing(memory) and float(memory) > 0:  # type: ignore[arg-type]
+        parts.append(memory_label(memory))
     if not is_missing(row.get("label_fraction")):
         parts.append(fraction_label(row["label_fraction"]))
     label = " · ".join([" ".join(parts[:2]), *parts[2:]])
@@ -166,6 +173,7 @@ _KEY_LABELS: dict[str, Callable[[object], str]] = {
     "proj_out_dim": lambda v: f"out dim {num_label(v)}",
     "teacher_num_proj_layers": lambda v: f"teacher head {num_label(v)}",
     "teacher_label_fraction": lambda v: f"teacher at {fraction_label(v)}",
+    "memory_size": lambda v: memory_label(v),
 }
 
 

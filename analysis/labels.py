@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 __all__ = ["is_missing", "model_label", "fraction_label", "params_label", "mean_std_label", "gain_label",
-           "num_label", "head_label", "ft_label"]
+           "num_label", "head_label", "ft_label", "memory_label"]
 
 
 def is_missing(x: Any) -> bool:
@@ -58,6 +58,13 @@ def ft_label(ft_proj_selector: Any) -> str:
     if not is_missing(ft_proj_selector) and float(ft_proj_selector) == -1:
         return "all"
     return num_label(ft_proj_selector)
+
+
+def memory_label(memory_size: Any) -> str:
+    """SimCLRv2's memory (queued negatives of pretraining): ``memory 65,536``, ``no memory`` (0), ``memory —``."""
+    if is_missing(memory_size):
+        return "memory —"
+    return "no memory" if float(memory_size) == 0 else f"memory {int(float(memory_size)):,}"
 
 
 def fraction_label(fraction: Any) -> str:

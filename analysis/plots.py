@@ -7,6 +7,8 @@
 - ``head_ablation``: top-1 against the head layer fine-tuning starts from, a line per head depth,
   a panel per label fraction (SimCLRv2 Figure 5).
 - ``distillation``: supervised vs teacher vs distilled student, per distillation group (Table 3).
+- ``memory_monitors``: SimCLRv2's memory, the anchors' similarity to the queue against in-batch negatives and the
+  queue's fill, per pretraining group with a memory (a stale queue shows as a growing gap).
 - ``training_curves``: loss, probe / kNN accuracy and the other logged series per run group (mean
   over seeds at each step), one figure per stage.
 
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.groups import BACKBONE, HEAD, disambiguate
+from analysis.groups import BACKBONE, HEAD, MEMORY, disambiguate
 from analysis.labels import fraction_label, is_missing, model_label, num_label
 from simclr.runfolder.layout import STAGES
 
@@ -184,13 +186,14 @@ def head_ablation(groups: pd.DataFrame) -> tuple[Figure, str] | None:
     dropped = 0
     for ax, f in zip(axes, fractions):
         sub = ft[np.isclose(ft["label_fraction"], f)]
-        keys = list(BACKBONE) + list(HEAD)  # depth, width, sk_ratio, cifar_stem, num_proj_layers, proj_out_dim
+        # depth, width, sk_ratio, cifar_stem, num_proj_layers, proj_out_dim, memory_size
+        keys = list(BACKBONE) + list(HEAD) + list(MEMORY)
         lines = list(sub.groupby(keys, dropna=False, sort=True))[:MAX_LINES]
         dropped += max(0, sub.groupby(keys, dropna=False).ngroups - MAX_LINES)
-        # Lines whose names match differ in the stem or the output size: they say which.
+        # Lines whose names match differ in the stem, the output size or the pretraining's memory: they say which.
         names = disambiguate([f"{model_label(key[0], key[1], key[2])}, {num_label(key[4])}-layer head"
                               for key, _ in lines], [dict(zip(keys, key)) for key, _ in lines],
-                             ("cifar_stem", "proj_out_dim"))
+                             ("cifar_stem", "proj_out_dim", "memory_size"))
         for (key, g), label in zip(lines, names):
             # ft_proj_selector -1 = "all layers" = the head depth, so it sits at the right end.
             x = g["ft_proj_selector"].where(g["ft_proj_selector"] != -1, g["num_proj_layers"])
@@ -251,9 +254,13 @@ def distillation(distill_numeric: pd.DataFrame) -> tuple[Figure, str] | None:
     return fig, caption
 
 
+# The memory's monitors (pretrain with pretrain.memory_size > 0) have a figure of their own, ``memory_monitors``.
+MEMORY_SERIES = ("memory_fill", "batch_neg_sim", "memory_neg_sim")
+
+
 def training_curves(groups: pd.DataFrame, curves: pd.DataFrame, stage: str) -> tuple[Figure, str] | None:
-    """Mean curve over seeds per group of ``stage``, a panel per logged series (at most 6; ``lr`` and the
-    single final ``test`` point left out)."""
+    """Mean curve over seeds per group of ``stage``, a panel per logged series (at most 6; ``lr``, the memory's
+    monitors and the single final ``test`` point left out)."""
     sub_groups = groups[groups["stage"] == stage]
     if sub_groups.empty or curves.empty:
         return None
@@ -265,7 +272,8 @@ def training_curves(groups: pd.DataFrame, curves: pd.DataFrame, stage: str) -> t
     group_of_run = np.array([label_code.get(path_to_label.get(str(p)), -1) for p in run.cat.categories] + [-1])
     group = group_of_run[run.cat.codes.to_numpy()]  # code -1 (missing run) -> the trailing -1
     # lr is a schedule, not a result; "test" holds the one final evaluation, not a curve.
-    keep = ((group >= 0) & (curves["name"].astype(str) != "lr").to_numpy()
+    names = curves["name"].astype(str)
+    keep = ((group >= 0) & (names != "lr").to_numpy() & ~names.isin(MEMORY_SERIES).to_numpy()
             & (curves["split"].astype(str) != "test").to_numpy())
     if not keep.any():
         return None
@@ -309,6 +317,40 @@ def training_curves(groups: pd.DataFrame, curves: pd.DataFrame, stage: str) -> t
     return fig, caption
 
 
+def memory_monitors(groups: pd.DataFrame, curves: pd.DataFrame) -> tuple[Figure, str] | None:
+    """Per pretraining group with a memory: the mean cosine similarity of the anchors to the queue's entries (solid)
+    and to their in-batch negatives (dashed), and the queue's fill; mean over seeds. A queue whose line leaves the
+    in-batch one holds projections the online network no longer resembles (a stale queue)."""
+    pre = groups[(groups["stage"] == "pretrain") & (pd.to_numeric(groups["memory_size"], errors="coerce") > 0)]
+    if pre.empty or curves.empty:
+        return None
+    label_of = {p: lab for lab, paths in zip(pre["label"], pre["paths"]) for p in str(paths).split(";")}
+    c = curves[curves["name"].astype(str).isin(MEMORY_SERIES) & (curves["split"].astype(str) == "train")]
+    c = c.assign(group=c["run"].astype(str).map(label_of), name=c["name"].astype(str)).dropna(subset=["group"])
+    if c.empty:
+        return None
+    mean = c.groupby(["group", "name", "step"], sort=True)["value"].mean().reset_index()
+    labels = sorted(mean["group"].unique())[:MAX_LINES]
+    fig = Figure(figsize=(10, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.3, top=0.92, wspace=0.25)
+    sim, fill = fig.subplots(1, 2)
+    for i, lab in enumerate(labels):
+        for name, ax, style in (("memory_neg_sim", sim, "-"), ("batch_neg_sim", sim, "--"), ("memory_fill", fill, "-")):
+            g = mean[(mean["group"] == lab) & (mean["name"] == name)]
+            if len(g):
+                ax.plot(g["step"], g["value"], style, color=f"C{i % 10}", linewidth=1.2,
+                        label=lab if name == "memory_neg_sim" else None)
+    sim.set_title("cosine similarity: queue (solid), in-batch negatives (dashed)", fontsize=9)
+    fill.set_title("queue fill", fontsize=9)
+    for ax in (sim, fill):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    fig.legend(*sim.get_legend_handles_labels(), loc="lower center", fontsize=7, ncol=2, bbox_to_anchor=(0.5, 0.0))
+    caption = ("Mean over seeds at each logged step. The queue's entries come from a moving average of the network; "
+               "a gap that grows between the solid and the dashed line means a stale queue.")
+    return fig, caption
+
+
 @dataclass
 class _FigureInputs:
     groups: pd.DataFrame
@@ -324,6 +366,7 @@ _SPECS: list[tuple[str, str]] = [
     ("head_ablation", "Head layers × fine-tune layer"),
     ("distillation", "Distillation"),
     *((f"curves_{stage}", f"Training curves: {stage.replace('_', ' ')}") for stage in STAGES),
+    ("memory_monitors", "SimCLRv2's memory: queue against in-batch negatives"),
 ]
 # Set in the parent just before forking the figure workers: they inherit it, so the (possibly large)
 # curves frame is never pickled.
@@ -339,6 +382,8 @@ def _make(name: str, inp: _FigureInputs) -> tuple[Figure, str] | None:
         return head_ablation(inp.groups)
     if name == "distillation":
         return distillation(inp.distill_numeric)
+    if name == "memory_monitors":
+        return memory_monitors(inp.groups, inp.curves)
     return training_curves(inp.groups, inp.curves, name.removeprefix("curves_"))
 
 

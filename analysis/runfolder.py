@@ -77,6 +77,12 @@ def _finetune_value(cfg: dict[str, Any], key: str) -> Any:
     return section.get(key) if isinstance(section, dict) else None
 
 
+def _pretrain_value(cfg: dict[str, Any], key: str, missing: Any) -> Any:
+    """``cfg["pretrain"][key]`` (jobs.config.stage.PretrainConfig); ``missing`` when the config predates it."""
+    section = cfg.get("pretrain")
+    return section.get(key, missing) if isinstance(section, dict) else missing
+
+
 def _model_axes(model: Any, prefix: str, where: str, warnings: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     if not isinstance(model, dict):
@@ -135,6 +141,10 @@ def read_run(folder: str | Path, *, max_curve_points: int = 200, names: set[str]
     # Stage axes, only where the stage uses them (every config carries the finetune section's defaults).
     ft_sel = _finetune_value(cfg, "ft_proj_selector") if stage in ("finetune", "linear_eval") else None
     fraction = _finetune_value(cfg, "label_fraction") if stage in CLASSIFIER_STAGES else None
+    # SimCLRv2's memory is a pretraining axis: its own for a pretraining run (a config written before the memory
+    # existed had none: 0); the other stages get their pretraining run's in analysis.collect.
+    memory = _pretrain_value(cfg, "memory_size", 0) if stage == "pretrain" else None
+    row["memory_size"] = _coerce(memory, int, f"{cfg_where}: pretrain.memory_size", warnings)
     row["ft_proj_selector"] = _coerce(ft_sel, int, f"{cfg_where}: ft_proj_selector", warnings)
     row["label_fraction"] = _coerce(fraction, float, f"{cfg_where}: label_fraction", warnings)
     # A distillation's teacher is its parent (a fine-tuned run); collect fills its model from that run's row.

@@ -9,6 +9,8 @@
   Figure 5; ``ft_proj_selector`` in the official code's ``ProjectionHead``).
 - ``fraction_table``: every classifier group's top-1 across label fractions (the label-fraction curves).
 - ``distill_table``: student vs its teacher and vs a supervised model of the student's size (Table 3).
+- ``memory_table``: SimCLRv2's memory (section 2): fine-tuned and linear-eval top-1 of each memory size against
+  the same recipe without memory, paired by seed, with the flags.
 - ``comparison_table``: every comparison of ``analysis.compare`` with both sides' budgets, the paired
   interval, its flags (marker column ``⚑``) and the paper's figure for the same comparison.
 - ``pretrain_table``: contrastive accuracy, online linear probe and kNN accuracy of pretraining, beside the
@@ -29,9 +31,9 @@ import pandas as pd
 
 from analysis.baselines import PixelKnn
 from analysis.compare import FLAG_MARK, Comparison
-from analysis.groups import BACKBONE, HEAD, STAGE_KEYS, distinct_labels, group_runs
+from analysis.groups import BACKBONE, HEAD, MEMORY, STAGE_KEYS, distinct_labels, group_runs
 from analysis.labels import (fraction_label, ft_label, gain_label, head_label, is_missing, mean_std_label,
-                             model_label, num_label, params_label)
+                             memory_label, model_label, num_label, params_label)
 from analysis.paper import PAPER_COLUMN, paper_direction, paper_row
 from simclr.runfolder.layout import STAGES
 from analysis.table_render import Table
@@ -43,6 +45,7 @@ __all__ = [
     "fraction_table",
     "distill_table",
     "comparison_table",
+    "memory_table",
     "pretrain_table",
     "status_table",
     "problems_table",
@@ -120,25 +123,25 @@ def _flag_columns(numeric: pd.DataFrame, display: pd.DataFrame, found: list[Comp
 def ablation_table(groups: pd.DataFrame) -> Table:
     """Top-1 (mean ± std over seeds, n) per model × label fraction, like SimCLRv2 Table 1.
 
-    Rows: one per fine-tuned (backbone, head, fine-tune layer) configuration (or per linear-eval /
-    supervised backbone when nothing was fine-tuned). Columns per (stage, label fraction):
+    Rows: one per fine-tuned (backbone, head, pretraining memory, fine-tune layer) configuration (or per
+    linear-eval / supervised backbone when nothing was fine-tuned); a Memory column where memory sizes differ. Columns per (stage, label fraction):
     fine-tuned, linear eval (same backbone and head), supervised (same backbone).
     """
     name, title = "table1_ablation", "Top-1 by model and label fraction (SimCLRv2 Table 1)"
     ft, le, sup = (_stage(groups, s) for s in ("finetune", "linear_eval", "supervised"))
     if not ft.empty:
-        row_keys: tuple[str, ...] = BACKBONE + HEAD + ("ft_proj_selector",)
+        row_keys: tuple[str, ...] = BACKBONE + HEAD + MEMORY + ("ft_proj_selector",)
         source = ft
     elif not le.empty:
-        row_keys, source = BACKBONE + HEAD, le
+        row_keys, source = BACKBONE + HEAD + MEMORY, le
     elif not sup.empty:
         row_keys, source = BACKBONE, sup
     else:
         return _empty(name, title, "No fine-tuned, linear-eval or supervised runs finished.")
     numeric = (source.groupby(list(row_keys), dropna=False, sort=True)["params"].mean().reset_index())
     blocks: list[tuple[str, str]] = []  # (numeric prefix, display header)
-    for stage, keys, frame in (("finetune", BACKBONE + HEAD + ("ft_proj_selector",), ft),
-                               ("linear_eval", BACKBONE + HEAD, le), ("supervised", BACKBONE, sup)):
+    for stage, keys, frame in (("finetune", BACKBONE + HEAD + MEMORY + ("ft_proj_selector",), ft),
+                               ("linear_eval", BACKBONE + HEAD + MEMORY, le), ("supervised", BACKBONE, sup)):
         if frame.empty or not set(keys) <= set(row_keys):
             continue
         if stage == "linear_eval":  # one linear eval per backbone+head: the best head layer it read from
@@ -159,6 +162,8 @@ def ablation_table(groups: pd.DataFrame) -> Table:
         display["Head layers"] = [num_label(x) for x in numeric["num_proj_layers"]]
         if _varies(numeric, "proj_out_dim"):
             display["Head dim"] = [num_label(x) for x in numeric["proj_out_dim"]]
+    if "memory_size" in row_keys and _varies(numeric, "memory_size"):
+        display["Memory"] = [memory_label(x) for x in numeric["memory_size"]]
     if "ft_proj_selector" in row_keys:
         display["FT from layer"] = [ft_label(x) for x in numeric["ft_proj_selector"]]
     display["Params"] = [params_label(x) for x in numeric["params"]]
@@ -194,6 +199,10 @@ def gain_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = None) 
         "Head": [head_label(h, f) for h, f in zip(numeric["num_proj_layers"], numeric["ft_proj_selector"])],
         "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
         "Params": [params_label(p) for p in numeric["params"]],
+    })
+    if _varies(numeric, "memory_size"):
+        display.insert(2, "Memory", [memory_label(x) for x in numeric["memory_size"]])
+    display = display.assign(**{
         "Fine-tuned": _display_stats(numeric, "finetune"),
         "Supervised": _display_stats(numeric, "supervised"),
         "Gain": [gain_label(g) for g in numeric["gain"]],
@@ -216,7 +225,7 @@ def head_table(groups: pd.DataFrame) -> Table:
     ft = _stage(groups, "finetune")
     if ft.empty:
         return _empty(name, title, "No fine-tuned runs finished.")
-    row_keys = list(BACKBONE) + ["label_fraction"] + list(HEAD)
+    row_keys = list(BACKBONE) + ["label_fraction"] + list(HEAD) + list(MEMORY)
     numeric = ft[row_keys].drop_duplicates().sort_values(row_keys, na_position="last").reset_index(drop=True)
     selectors = sorted(pd.to_numeric(ft["ft_proj_selector"], errors="coerce").dropna().unique().tolist())
     if ft["ft_proj_selector"].isna().any():
@@ -229,6 +238,8 @@ def head_table(groups: pd.DataFrame) -> Table:
         "Labels": [fraction_label(f) for f in numeric["label_fraction"]],
         "Head layers": [num_label(x) for x in numeric["num_proj_layers"]],
     })
+    if _varies(numeric, "memory_size"):
+        display["Memory"] = [memory_label(x) for x in numeric["memory_size"]]
     for k in selectors:
         display[f"FT from layer {ft_label(k)}"] = _display_stats(numeric, f"ft {ft_label(k)}")
     caption = ("Fine-tuned test top-1 (%), mean ± std (seeds). Layer 0 fine-tunes from the encoder output "
@@ -314,6 +325,34 @@ def distill_table(groups: pd.DataFrame, comps: Sequence[Comparison] | None = Non
     return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
 
 
+def memory_table(comps: Sequence[Comparison]) -> Table:
+    """One row per memory comparison (``analysis.compare`` kind ``memory``): the recipe, the memory size, both
+    sides' top-1 and the paired difference with its interval and flags."""
+    name, title = "memory_ablation", "SimCLRv2's memory: queue size against none"
+    mine = [c for c in comps if c.kind == "memory"]
+    if not mine:
+        return _empty(name, title, "No fine-tuned or linear-eval runs of a pretraining with memory beside one without.")
+    numeric = pd.DataFrame([{**{k: c.keys.get(k) for k in ("depth", "width", "sk_ratio", "num_proj_layers",
+                                                           "ft_proj_selector", "label_fraction", "memory_size")},
+                             "comparison": c.what, "memory_mean": c.diff.a_mean, "none_mean": c.diff.b_mean,
+                             "diff": c.diff.mean, "lo": c.diff.lo, "hi": c.diff.hi, "n": c.diff.n,
+                             "budgets": c.terms()} for c in mine])
+    display = pd.DataFrame({
+        "Comparison": [c.what for c in mine],
+        "Memory": [memory_label(c.keys.get("memory_size")) for c in mine],
+        "With memory": [num_label(c.diff.a_mean, 2) for c in mine],
+        "Without": [num_label(c.diff.b_mean, 2) for c in mine],
+        "Paired difference [95% CI]": [c.diff.label() for c in mine],
+        "Budgets": [c.terms() for c in mine],
+    })
+    found: list[Comparison | None] = list(mine)
+    _flag_columns(numeric, display, found)
+    display[PAPER_COLUMN] = [paper_direction(c.kind, c.keys) for c in mine]
+    caption = ("Test top-1 (%) of the runs whose pretraining had the memory minus the same recipe without it, paired "
+               "by seed (95% t-interval); equal pretraining steps and labelled budgets, else flagged.")
+    return Table(name=name, title=title, caption=caption, display=display, numeric=numeric)
+
+
 def comparison_table(comps: Sequence[Comparison]) -> Table:
     """Every comparison with its terms: the paired difference (95% t-interval, seeds), each side's mean and budget
     (steps, epochs, labelled images, pretraining steps), the flags, and the paper's figure for it."""
@@ -360,6 +399,8 @@ def pretrain_table(runs: pd.DataFrame, pixel: Mapping[str, PixelKnn] | None = No
         "Head layers": [num_label(x) for x in numeric["num_proj_layers"]],
         "Params": [params_label(p) for p in numeric["params"]],
     })
+    if _varies(numeric, "memory_size"):
+        display.insert(2, "Memory", [memory_label(x) for x in numeric["memory_size"]])
     for m, header in zip(metrics, ("Contrastive acc", "Probe top-1", "kNN top-1")):
         display[header] = [mean_std_label(a, b, c) for a, b, c in
                            zip(numeric[f"{m}_mean"], numeric[f"{m}_std"], numeric[f"{m}_n"])]
@@ -442,4 +483,4 @@ def all_tables(runs: pd.DataFrame, groups: pd.DataFrame | None = None, comps: Se
     groups = group_runs(runs) if groups is None else groups
     return [status_table(runs), problems_table(runs), comparison_table(comps or []), ablation_table(groups),
             gain_table(groups, comps), head_table(groups), fraction_table(groups), distill_table(groups, comps),
-            pretrain_table(runs, pixel)]
+            memory_table(comps or []), pretrain_table(runs, pixel)]

@@ -1,6 +1,7 @@
 """The demo's quality bar (issue 8): SimCLRv2 vs supervised-only at 1% labels, at a fixed pretraining budget.
 
     python -m benchmarks.demo_quality [--budget-min 10] [--seeds 0 1 2] [--distill-epochs 8] [--jobs 2] [--quick]
+                                      [--memory-size 0 65536]
 
 Same architecture as the peer measurement (lightly's SimCLR recipe: ResNet-18, CIFAR stem, base width 16 =
 width 0.25, 0.7 M parameters; 10 minutes of pretraining on this machine; fine-tuning on the 600 labelled
@@ -15,7 +16,12 @@ images of Fashion-MNIST's 1% subset for 100 epochs). Steps, all on this machine 
 The recipe of each stage is in PRETRAIN / LABELLED (supervised and fine-tuning) / FINETUNE / DISTILL below
 (stage defaults otherwise).
 ``value`` = distilled student minus supervised-only, in points. Goals: fine-tune >= supervised + 4,
-distilled >= supervised + 5 and above its teacher."""
+distilled >= supervised + 5 and above its teacher.
+
+``--memory-size`` (SimCLRv2's memory, ``pretrain.memory_size``; default 0 = none) takes several sizes: one
+pretraining run per size, each of the SAME number of steps (calibrated without memory: the paper's comparisons
+are at equal epochs; the memory's extra wall time is in the record), each fine-tuned and distilled per seed; the
+supervised baseline is shared. The headline is the first size's; ``by_memory`` holds every size's figures."""
 
 from __future__ import annotations
 
@@ -95,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                          "processes do 1.38x the work of one two-thread process here)")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/simclr-suite/bench/demo_quality")
+    ap.add_argument("--memory-size", type=int, nargs="+", default=[0],
+                    help="pretrain.memory_size of the pretraining runs, one run per size (0 = no memory)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images (not a figure)")
     args = ap.parse_args(argv)
+    if any(m < 0 for m in args.memory_size) or len(set(args.memory_size)) != len(args.memory_size):
+        ap.error(f"--memory-size: distinct sizes >= 0, got {args.memory_size}")
     if not args.quick:
         _reexec_with_tcmalloc()
 
@@ -106,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_root or DEFAULT_DATA_ROOT
     if args.data_root is None:
         prepare_data(root)
+    from simclr.data.shards.manifest import Manifest
+
+    # as the pre-queue check of a sweep (jobs/sweep/preflight.py): a queue of a whole epoch is refused
+    n_train = Manifest.load(Path(root) / "train").num_samples
+    if max(args.memory_size) >= n_train:
+        ap.error(f"--memory-size {max(args.memory_size)}: at least the {n_train} training images; every anchor would "
+                 "meet its own earlier projection as a negative")
     # One folder per pretraining recipe and, inside it, one per recipe of the later stages: a rerun reuses every
     # finished run of its recipe, and a change to fine-tuning or distillation alone reuses the pretraining run
     # (a run folder refuses a different config, jobs.stages.runner.check_same_run).
@@ -140,8 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         steps = max(1, int(args.budget_min * 60 * pairs_per_s / 256))
         print(f"[demo_quality] {pairs_per_s:.0f} pairs/s -> {steps} pretraining steps "
               f"in {args.budget_min:g} min ({time.time() - t0:.0f} s to calibrate)", flush=True)
-    _, pre, _ = _run(job("pretrain", "pretrain", pre_common + [f"train.max_steps={steps}"], args.threads, pre_work))
-    pre_dir = pre_work / "pretrain"
+    # One pretraining run per memory size, of the same steps; without memory in the folders of before.
+    pres: dict[int, dict[str, Any]] = {}
+    pre_dirs: dict[int, Path] = {}
+    works: dict[int, Path] = {}
+    for memory in args.memory_size:
+        folder = pre_work if memory == 0 else pre_work.with_name(f"{pre_tag}-mem{memory}")
+        over = [f"train.max_steps={steps}"] + ([f"pretrain.memory_size={memory}"] if memory else [])
+        _, pres[memory], _ = _run(job("pretrain", "pretrain", pre_common + over, args.threads, folder))
+        pre_dirs[memory] = folder / "pretrain"
+        works[memory] = folder / work.name
+    first = args.memory_size[0]
+    pre = pres[first]
 
     # 2. per seed: supervised; fine-tune (head layer 1) then distillation into a student on all 60k images.
     ft_epochs = 3 if args.quick else args.finetune_epochs
@@ -150,13 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     per = max(1, args.threads // max(1, args.jobs))
     label = [f"finetune.label_fraction={fraction}", f"train.epochs={ft_epochs}", *LABELLED]
     chains: list[list[tuple[str, str, list[str], int]]] = []
-    for seed in args.seeds:
-        s = f"seed={seed}"
-        chains.append([
-            job("finetune", f"finetune-s{seed}", [s, *label, *FINETUNE, f"parent={pre_dir}"], per),
-            job("distill", f"distill-s{seed}", [s, f"finetune.label_fraction={fraction}", *DISTILL,
-                                                f"train.epochs={dist_epochs}", f"parent={work / f'finetune-s{seed}'}"], per),
-        ])
+    for memory in args.memory_size:
+        w, tag = works[memory], "" if memory == first else f"-mem{memory}"
+        for seed in args.seeds:
+            s = f"seed={seed}"
+            chains.append([
+                job("finetune", f"finetune-s{seed}{tag}", [s, *label, *FINETUNE, f"parent={pre_dirs[memory]}"], per,
+                    w),
+                job("distill", f"distill-s{seed}{tag}", [s, f"finetune.label_fraction={fraction}", *DISTILL,
+                                                         f"train.epochs={dist_epochs}",
+                                                         f"parent={w / f'finetune-s{seed}{tag}'}"], per, w),
+            ])
     for seed in args.seeds:
         chains.append([job("supervised", f"supervised-s{seed}", [f"seed={seed}", *label], per)])
     results: dict[str, tuple[dict[str, Any], float]] = {}
@@ -180,6 +211,17 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[key].append(results[f"{name}-s{seed}"][0]["final"]["test/top1"])
     mean = {k: statistics.fmean(v) for k, v in per_seed.items()}
     gain = mean["distill_1pct"] - mean["supervised_1pct"]
+    by_memory: dict[str, Any] = {}
+    for memory in args.memory_size:
+        tag = "" if memory == first else f"-mem{memory}"
+        ft = [results[f"finetune-s{seed}{tag}"][0]["final"]["test/top1"] for seed in args.seeds]
+        di = [results[f"distill-s{seed}{tag}"][0]["final"]["test/top1"] for seed in args.seeds]
+        by_memory[str(memory)] = {
+            "finetune_1pct": round(statistics.fmean(ft), 2), "distill_1pct": round(statistics.fmean(di), 2),
+            "per_seed": {"finetune_1pct": ft, "distill_1pct": di},
+            "pretrain_wall_s": round(pres[memory]["wall_time_s"], 1),
+            "pretrain_knn_top1": pres[memory]["final"].get("test/knn_top1"),
+        }
     from benchmarks._result import write_result
 
     out = write_result(
@@ -207,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         # a difference has no meaningful ratio to an accuracy: report the student's relative accuracy instead
         ratio=round(mean["distill_1pct"] / mean["supervised_1pct"], 4) if mean["supervised_1pct"] else None,
+        memory_size=first,
+        by_memory=by_memory,
     )
     print(f"[demo_quality] {json.dumps(mean)} gain {gain:+.2f} -> {out}")
     return 0

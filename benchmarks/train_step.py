@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_step [--width 0.25] [--batch 256] [--rounds 6] [--steps 3]
                                     [--extra-width 1.0] [--device cuda --amp bfloat16] [--quick]
+    python -m benchmarks.train_step --memory 65536      # SimCLRv2's memory on against off
 
 One step = both views of ``batch`` images (32 px) through a CIFAR-stem ResNet-18, the 3-layer
 projection head (hidden = feature width, 128 out), NT-Xent (tau 0.5) and a LARS update. Images/s
@@ -14,6 +15,12 @@ same fixed random tensors.
 * lightly: its SimCLR recipe as its examples write it: ``ResNetGenerator('resnet-18', width)``
   without the classifier + ``SimCLRProjectionHead(d, d, 128, num_layers=3)``, one forward pass
   per view, ``NTXentLoss``, ``lightly.utils.lars.LARS``.
+
+``--memory K``: instead of lightly, the same step with SimCLRv2's memory (``simclr.models.memory``: the EMA
+update, the memory network's forward of view 2 without autograd, K queued negatives in the loss, the
+enqueue) against the step without it, alternating in the same way; the queue is full (K entries) from the
+first timed step. The headline is the median step time with memory over without (goal <= 1.35x); written to
+train_step_memory.json.
 
 Both run in the same process, with the same threads (2 by default) and the same allocator:
 the script re-executes itself with tcmalloc preloaded when it is installed (Debian
@@ -68,11 +75,12 @@ def _allocator(choice: str) -> str:
 
 
 def _ours(
-    width: float, batch: int, size: int, tau: float, compile_model: bool, device: str, amp: str
+    width: float, batch: int, size: int, tau: float, compile_model: bool, device: str, amp: str, memory: int = 0
 ) -> Callable[[], float]:
     import torch
 
     from simclr.losses.ntxent import nt_xent
+    from simclr.models.memory import MomentumMemory
     from simclr.models.simclr import build_simclr_model
     from simclr.optim.lars import LARS, param_groups_for_lars
 
@@ -85,11 +93,22 @@ def _ours(
     x = x.to(device).contiguous(memory_format=torch.channels_last)
     fwd = torch.compile(model) if compile_model else model
     autocast = _autocast(device, amp)
+    mem = None
+    if memory:
+        mem = MomentumMemory(model.backbone, model.head, memory, 128, 0.999, device=device, channels_last=True)
+        # a full queue from the first step: the cost of K negatives, not of a filling queue
+        mem.push(torch.nn.functional.normalize(torch.randn(memory, 128, generator=g), dim=1).to(device))
+        mem.flush()
 
     def step() -> float:
         with autocast():
             z = fwd(x)["proj"]
-        loss, _, _ = nt_xent(z[:batch], z[batch:], tau)  # float32 inside
+        queue = None if mem is None else mem.negatives()
+        loss, _, _ = nt_xent(z[:batch], z[batch:], tau, memory=queue)  # float32 inside
+        if mem is not None:
+            with autocast():
+                mem.update_weights()
+                mem.push(mem.encode(x[batch:]))
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -165,7 +184,11 @@ def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: in
         "ours": _ours(width, args.batch, args.size, tau, args.compile, args.device, args.amp)
     }
     result: dict[str, Any] = {"width": width, "lightly_version": None, "lightly_error": None}
+    if args.memory:
+        sides["memory"] = _ours(width, args.batch, args.size, tau, args.compile, args.device, args.amp, args.memory)
     try:
+        if args.memory:
+            raise ImportError("--memory compares memory on against off, not against lightly")
         import lightly
 
         result["lightly_version"] = lightly.__version__
@@ -175,6 +198,7 @@ def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: in
     times = _measure(sides, rounds, steps, warmup)
     imgs = 2 * args.batch
     for k, v in times.items():
+        result[f"{k}_step_median_s"] = statistics.median(v)
         result[f"{k}_median"] = imgs / statistics.median(v)
         result[f"{k}_best"] = imgs / min(v)
         result[f"{k}_steps"] = len(v)
@@ -184,6 +208,40 @@ def _measure_pair(args: argparse.Namespace, width: float, rounds: int, steps: in
             flush=True,
         )
     return result
+
+
+def _write_memory(args: argparse.Namespace, res: dict[str, Any], allocator: str, torch_version: str) -> int:
+    """The memory comparison's record: step time with memory over without (median and best)."""
+    from benchmarks._result import write_result
+
+    ratio = res["memory_step_median_s"] / res["ours_step_median_s"]
+    name = args.name or ("train_step_memory_quick" if args.quick else "train_step_memory")
+    out = write_result(
+        name,
+        value=round(ratio, 3),
+        unit="x step time (memory on / off)",
+        baseline="the same step without memory (pretrain.memory_size=0)",
+        baseline_value=1.0,
+        goal="<= 1.35x the step time without memory",
+        memory_size=args.memory,
+        images_per_s_memory=round(res["memory_median"], 1),
+        images_per_s_plain=round(res["ours_median"], 1),
+        step_s_memory=round(res["memory_step_median_s"], 4),
+        step_s_plain=round(res["ours_step_median_s"], 4),
+        ratio_best=round(res["ours_best"] / res["memory_best"], 3),
+        model=f"ResNet-18 CIFAR stem, width {args.width}, 3-layer head -> 128",
+        batch=args.batch,
+        image_size=args.size,
+        threads=args.threads,
+        allocator=allocator,
+        device=args.device,
+        amp=args.amp,
+        timed_steps=res["ours_steps"],
+        torch=torch_version,
+        quick=args.quick,
+    )
+    print(f"memory {args.memory}: {ratio:.3f}x the step time without memory; wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="auto: tcmalloc if installed, else glibc with large-block tunables")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--amp", default="none", choices=["none", "bfloat16", "float16"], help="autocast dtype")
+    ap.add_argument("--memory", type=int, default=0,
+                    help="time SimCLRv2's memory with this many queued negatives against no memory (not lightly)")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny batch, few steps")
     ap.add_argument("--name", default=None, help="result name (default train_step[_quick])")
     args = ap.parse_args(argv)
@@ -216,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     main_res = _measure_pair(args, args.width, args.rounds, args.steps, args.warmup)
+    if args.memory:
+        return _write_memory(args, main_res, allocator, torch.__version__)
     extra = None
     if args.extra_width is not None:
         r = _measure_pair(args, args.extra_width, rounds=3, steps=1, warmup=1)

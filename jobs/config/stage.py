@@ -93,6 +93,10 @@ class PretrainConfig:
     knn_k: int = 20
     knn_train_samples: int = 5000  # train samples forming the kNN memory bank (0 = all)
     knn_every_epochs: int = 1
+    # SimCLRv2 sec. 2's memory (MoCo): a moving average of backbone + head whose projections of view 2 are queued
+    # as extra negatives. 0 = off (the loss of plain SimCLR, bit for bit).
+    memory_size: int = 0  # queued projections (MoCo: 65536)
+    memory_momentum: float = 0.999  # EMA rate of the memory network's weights (MoCo's m)
 
 
 @dataclass
@@ -193,6 +197,10 @@ def validate(cfg: StageConfig) -> StageConfig:
     p = cfg.pretrain
     _require(p.temperature > 0, "pretrain.temperature", f"must be > 0, got {p.temperature}")
     _require(p.knn_k >= 1, "pretrain.knn_k", "must be >= 1")
+    _require(not isinstance(p.memory_size, bool) and p.memory_size >= 0, "pretrain.memory_size",
+             f"must be an integer >= 0 (0 = no memory), got {p.memory_size!r}")
+    # m = 1 would freeze the memory network at its random start; m = 0 copies the online weights every step.
+    _require(0 <= p.memory_momentum < 1, "pretrain.memory_momentum", f"must be in [0, 1), got {p.memory_momentum}")
     f = cfg.finetune
     _require(f.ft_proj_selector >= -1, "finetune.ft_proj_selector", "must be -1, 0 or a layer count")
     _require(

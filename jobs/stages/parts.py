@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from simclr.train.loop import EpochLoader, Evaluator, FinalEval, StepFn
+from simclr.train.loop import EpochLoader, Evaluator, FinalEval, Stateful, StepFn
 
 
 @dataclass
@@ -22,3 +22,5 @@ class StageParts:
     step_fn: StepFn
     evaluators: tuple[Evaluator, ...] = ()
     final_eval: FinalEval | None = None
+    # State beside the model, checkpointed under its name (pretraining's memory: "memory").
+    state: dict[str, Stateful] = field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 NT-Xent over the global batch (negatives gathered from every rank), LARS with warm-up + cosine, global
 (synchronised) BN under DDP, a stop-gradient linear probe trained online on the labelled samples, and a kNN
-monitor on the evaluation split at epoch ends.
+monitor on the evaluation split at epoch ends. With ``pretrain.memory_size`` > 0, SimCLRv2's memory
+(``simclr.models.memory``): a moving average of backbone + head encodes view 2, its projections queued as
+extra negatives; checkpointed as the ``memory`` entry.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from jobs.config.stage import StageConfig
 from jobs.stages.parts import StageParts
 from simclr import dist
 from simclr.losses.ntxent import nt_xent
+from simclr.models.memory import MomentumMemory, negative_similarities
 from simclr.train.evaluate import EvalBatches, classify, embed, knn_evaluator, knn_top1
 from simclr.train.loop import Batch
 
@@ -27,16 +30,31 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
     n_steps = builders.steps(cfg, len(train))
     temperature = cfg.pretrain.temperature
     probe = cfg.pretrain.probe
+    memory: MomentumMemory | None = None
+    if cfg.pretrain.memory_size > 0:
+        # A copy of the online backbone and head AFTER the global-BN conversion: it normalises as they do.
+        memory = MomentumMemory(model.backbone, model.head, cfg.pretrain.memory_size,  # type: ignore[arg-type]
+                                cfg.model.proj_out_dim, cfg.pretrain.memory_momentum, device=device,
+                                channels_last=cfg.train.channels_last)
 
     def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = torch.cat([batch["view1"], batch["view2"]])
         out = module(x)
         z1, z2 = out["proj"].float().chunk(2)
-        loss, logits, labels = nt_xent(z1, z2, temperature)
+        queue = memory.negatives() if memory is not None else None  # the queue as of the previous step
+        loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue)
         metrics = {
             "contrastive_loss": loss.detach(),
             "contrastive_acc": (logits.argmax(1) == labels).float().mean().detach() * 100,
         }
+        if memory is not None and queue is not None:
+            batch_sim, queue_sim = negative_similarities(z1, logits.detach(), labels, temperature, queue)
+            metrics.update(memory_fill=torch.tensor(memory.fill / memory.size), batch_neg_sim=batch_sim,
+                           memory_neg_sim=queue_sim)
+            # MoCo's order: the memory network moves towards the weights the last optimizer step left, then
+            # encodes this batch's view 2 for the queue (enqueued at the next step, after this backward).
+            memory.update_weights()
+            memory.push(memory.encode(batch["view2"]))
         if probe:
             y = batch["label"].repeat(2)
             keep = (y >= 0).float()
@@ -88,4 +106,5 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         step_fn=step_fn,
         evaluators=tuple(evaluators),
         final_eval=final_eval,
+        state={} if memory is None else {"memory": memory},
     )

@@ -103,6 +103,7 @@ def run_stage(config: dict[str, Any] | StageConfig) -> dict[str, Any]:
                 device=device,
                 evaluators=parts.evaluators,
                 final_eval=parts.final_eval,
+                state=parts.state,
             )
         except PreemptionRequested:
             raise

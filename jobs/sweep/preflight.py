@@ -113,6 +113,9 @@ def _size_problems(config: dict[str, Any], ranks: int, manifests: Mapping[tuple[
       labelled train samples (the first ``pretrain.knn_train_samples``), and an empty one raises. k larger than
       the bank is not an error (knn_top1 takes min(k, bank)), nor is ``train.max_steps`` against the data
       (the loop runs min(epochs x batches, max_steps) >= 1 steps once an epoch has a batch).
+    - Pretraining's memory (``pretrain.memory_size``, SimCLRv2 sec. 2): the queue holds the last K projections;
+      K at least the samples of an epoch (the batches an epoch has, times the batch) holds every image, so that
+      every anchor meets its own earlier projection as a negative. MoCo's 65,536 is 5% of ImageNet's 1.28M.
     """
     stage, data, train = config["stage"], config["data"], config["train"]
     root = str(data["root"])
@@ -139,6 +142,12 @@ def _size_problems(config: dict[str, Any], ranks: int, manifests: Mapping[tuple[
     if batch > n:
         out.append(f"train.batch_size={batch} exceeds the {n} {what}: the training loader drops the ragged last "
                    f"batch, so an epoch has no batch; {fix}")
+    memory = int(config.get("pretrain", {}).get("memory_size", 0)) if stage == "pretrain" else 0
+    per_epoch = (n // batch) * batch if batch else 0
+    if memory and per_epoch and memory >= per_epoch:
+        out.append(f"pretrain.memory_size={memory} holds at least the {per_epoch} samples of an epoch (split "
+                   f"{data['train_split']!r}, batch {batch}): every anchor would meet its own earlier projection as "
+                   f"a negative; lower pretrain.memory_size below {per_epoch} (MoCo: 65,536 of ImageNet's 1.28M)")
     eval_labelled = sum(em.label_counts)
     probe = stage == "pretrain" and bool(config["pretrain"]["probe"])
     if eval_labelled == 0 and (stage != "pretrain" or probe):

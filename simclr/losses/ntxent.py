@@ -13,9 +13,16 @@ Faithful to google-research/simclr `tf2/objective.py` ``add_contrastive_loss``:
 With several ranks, each rank's loss is over its local anchors; averaging the ranks' losses (what
 DDP's gradient averaging does) gives exactly the single-process loss and gradient on the global
 batch.
+
+SimCLRv2's memory (paper sec. 2, ``simclr.models.memory``): ``memory`` [M, D] are extra negatives of
+every anchor, beside its 2N-2 in-batch ones; the positive is unchanged. Per anchor i of view a:
+``loss_a[i] = -s(i, i') + log(sum_{k != i} exp(s(i, k)) + sum_m exp(h_i . q_m / tau))`` over the 2N in-batch
+columns and the M queue entries. Without memory (``None`` or M = 0) the code path is the one above.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,20 +33,65 @@ from simclr import dist
 __all__ = ["nt_xent", "contrastive_accuracy", "LARGE_NUM"]
 
 LARGE_NUM = 1e9
+# Memory columns per block of the queue's log-sum-exp: a [2B, 4096] block stays in cache between its matmul and
+# its exp (4096 was the fastest of 1k-64k for 2B = 512 on this machine's 2 cores).
+MEMORY_CHUNK = 4096
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+class _QueueLogSumExp(torch.autograd.Function):
+    """``logsumexp(queries @ queue.T, dim=1)`` [R] for queries [R, D] and a queue [M, D] without gradient.
+
+    Block by block of the queue: the block's matmul, its row max, exp in place, its sum; the exp'd blocks are
+    what backward multiplies by the queue (grad = softmax @ queue), so the [R, M] logits are never re-read for a
+    max, exp'd twice or written again as a gradient (torch.logsumexp's forward and backward do all three).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, queries: Tensor, queue: Tensor, chunk: int) -> Tensor:
+        exps, maxes, sums = [], [], []
+        for block in torch.split(queue, chunk):
+            e = queries @ block.t()  # [R, C]
+            m = e.amax(dim=1, keepdim=True)
+            e.sub_(m).exp_()
+            exps.append(e)
+            maxes.append(m.squeeze(1))
+            sums.append(e.sum(dim=1))
+        mx = torch.stack(maxes)  # [blocks, R]
+        top = mx.amax(dim=0)
+        lse = top + (torch.stack(sums) * (mx - top).exp()).sum(dim=0).log()
+        ctx.save_for_backward(queue, lse, mx, *exps)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        queue, lse, mx, *exps = ctx.saved_tensors
+        # softmax over the whole row = block exp * exp(block max - lse)
+        scale = (mx - lse).exp() * grad  # [blocks, R]
+        out = torch.zeros(scale.shape[1], queue.shape[1], dtype=queue.dtype, device=queue.device)
+        for i, (e, block) in enumerate(zip(exps, torch.split(queue, ctx.chunk))):
+            out.addcmul_(e @ block, scale[i].unsqueeze(1))
+        return out, None, None
+
+
+def nt_xent(
+    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """NT-Xent over the global batch, computed for this rank's anchors.
 
     Args:
         z1: projections of view 1, [B, D] (this rank's part of the batch).
         z2: projections of view 2, [B, D]; row i is the positive of ``z1[i]``.
         temperature: tau > 0 (official default 0.1; 0.5 for CIFAR).
+        memory: optional [M, D] L2-normalised negatives, the same on every rank and without gradient (the
+            memory network's queue); ``None`` or M = 0: plain NT-Xent, bit for bit.
 
     Returns:
         loss: scalar, ``mean_i(loss_a[i] + loss_b[i])`` over this rank's B anchors (float32).
         logits: [B, W*B], view-1 vs all view-2 similarities / tau (official ``logits_ab``).
         labels: [B] int64, the column of each row's positive in ``logits`` (``rank*B + i``).
+        (``logits`` holds the in-batch columns only, with or without memory: the contrastive accuracy
+        stays comparable across memory sizes.)
 
     Computed in float32 whatever the input dtype (safe under autocast).
     """
@@ -53,8 +105,12 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor,
     b = z1.shape[0]
     if b == 0:
         raise ValueError("z1 and z2 must hold at least one row")
+    if memory is not None and (memory.dim() != 2 or memory.shape[1] != z1.shape[1]):
+        raise ValueError(f"memory must be [M, {z1.shape[1]}], got {tuple(memory.shape)}")
     # float32 even under autocast: the -LARGE_NUM mask and the softmax need the range.
     with torch.autocast(device_type=z1.device.type, enabled=False):
+        if memory is not None and memory.shape[0] > 0:
+            return _nt_xent_memory_fp32(z1.float(), z2.float(), float(temperature), memory.detach().float())
         return _nt_xent_fp32(z1.float(), z2.float(), float(temperature))
 
 
@@ -80,6 +136,30 @@ def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, T
     # CE over the 2B rows (columns are a permutation of the official [ab, aa] concat, which CE
     # does not see); sum / B == mean over anchors of (loss_a + loss_b).
     loss = F.cross_entropy(logits, torch.cat([idx + n, idx]), reduction="sum") / b
+    return loss, logits[:b, n:], idx
+
+
+def _nt_xent_memory_fp32(
+    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_nt_xent_fp32` with the M ``memory`` columns in every row's softmax."""
+    b, d = z1.shape
+    h1 = F.normalize(z1, dim=1)
+    h2 = F.normalize(z2, dim=1)
+    both = dist.gather_with_grad(torch.cat([h1, h2], dim=1))  # [N, 2D], rank-major
+    n = both.shape[0]
+    queries = torch.cat([h1, h2], dim=0) / temperature  # [2B, D]
+    keys = torch.cat([both[:, :d], both[:, d:]], dim=0)  # [2N, D]
+    logits = queries @ keys.t()  # [2B, 2N]
+    idx = torch.arange(b, device=z1.device) + dist.rank() * b
+    rows = torch.arange(2 * b, device=z1.device)
+    logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
+    # The in-batch and memory parts' log-sum-exps are combined, so the [2B, 2N + M] matrix that a concatenation
+    # and cross_entropy would build (M = 65536: 2B x M floats) is never copied.
+    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK)
+    lse = torch.logaddexp(torch.logsumexp(logits, dim=1), memory_lse)
+    positive = logits[rows, torch.cat([idx + n, idx])]
+    loss = (lse - positive).sum() / b
     return loss, logits[:b, n:], idx
 
 

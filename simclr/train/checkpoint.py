@@ -11,6 +11,7 @@ import io
 import logging
 import random
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ from simclr.atomic import atomic_write_bytes
 from simclr.runfolder.layout import checkpoint_name, checkpoint_step
 
 log = logging.getLogger(__name__)
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that loads but belongs to another config: it lacks an entry this run needs, or holds one
+    this run does not know. The message names the entry."""
+
+
+def check_entries(state: Mapping[str, Any], path: Path, needed: Iterable[str], known: Iterable[str]) -> None:
+    """Raise :class:`CheckpointMismatch` unless ``state``'s entries are ``known`` plus exactly ``needed``."""
+    needed, known = set(needed), set(known)
+    missing = sorted(needed - set(state))
+    if missing:
+        raise CheckpointMismatch(f"checkpoint {path} has no {', '.join(map(repr, missing))} entry, which this run "
+                                 "needs: it was written by a run without it (another config)")
+    unknown = sorted(set(state) - needed - known)
+    if unknown:
+        raise CheckpointMismatch(f"checkpoint {path} holds {', '.join(map(repr, unknown))}, which this run does not "
+                                 "use: it was written by a run with it (another config)")
+
+
 def checkpoint_path(folder: str | Path, step: int) -> Path:
     return Path(folder) / checkpoint_name(step)
 

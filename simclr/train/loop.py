@@ -40,6 +40,20 @@ Evaluator = Callable[[nn.Module, int], Mapping[str, float]]
 FinalEval = Callable[[nn.Module], Mapping[str, float]]
 
 
+class Stateful(Protocol):
+    """State a stage keeps beside the model (e.g. ``simclr.models.memory.MomentumMemory``), checkpointed under its
+    name: ``state_dict()`` at every save, ``load_state_dict(...)`` at resume."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+# The checkpoint entries the loop itself writes; any other entry is a stage's state (``fit(state=...)``).
+LOOP_KEYS = frozenset({"model", "optimizer", "step", "epoch", "batch_in_epoch", "rng", "config", "code_version",
+                       "metrics_offset", "restarts", "wall_time_s"})
+
+
 class EpochLoader(Protocol):
     """What the loop needs of a loader (``simclr.data.loading.loader.ShardLoader`` is one)."""
 
@@ -113,12 +127,23 @@ def fit(
     evaluators: tuple[Evaluator, ...] = (),
     final_eval: FinalEval | None = None,
     ddp: bool | None = None,
+    state: Mapping[str, Stateful] | None = None,
 ) -> TrainResult:
     """Train ``model`` to the end (or to a preemption), resuming from ``run``'s latest checkpoint.
+
+    ``state``: a stage's other state, by checkpoint entry name (e.g. ``{"memory": ...}``), saved with every
+    checkpoint and restored at resume. A checkpoint must hold exactly these entries beside the loop's own:
+    one without an entry this run needs, or with one it does not know, raises
+    :class:`simclr.train.checkpoint.CheckpointMismatch` naming the entry (a checkpoint written under another
+    config; no fallback to an older one, which would be of the same run).
 
     Raises :class:`simclr.train.preempt.PreemptionRequested` after saving a checkpoint when a preemption
     signal arrived on any rank. Writes ``status.json`` (done) last on success.
     """
+    extra: Mapping[str, Stateful] = dict(state or {})
+    clash = sorted(set(extra) & LOOP_KEYS)
+    if clash:
+        raise ValueError(f"stage state names {clash} are the loop's own checkpoint entries")
     start_wall = time.time()
     steps_per_epoch = len(loader)
     if steps_per_epoch <= 0:
@@ -137,7 +162,10 @@ def fit(
     loaded = ckpt.load_latest(run.checkpoints, map_location="cpu")
     if loaded is not None:
         state, path = loaded
+        ckpt.check_entries(state, path, needed=extra.keys(), known=LOOP_KEYS)
         model.load_state_dict(state["model"], strict=True)
+        for name, obj in extra.items():
+            obj.load_state_dict(state[name])
         optimizer.load_state_dict(state["optimizer"])
         ckpt.set_rng_state(state["rng"])
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
@@ -180,6 +208,7 @@ def fit(
                     "metrics_offset": run.metrics_offset(),
                     "restarts": restarts,
                     "wall_time_s": wall_before + time.time() - start_wall,
+                    **{name: obj.state_dict() for name, obj in extra.items()},
                 },
                 keep=settings.keep_checkpoints,
             )

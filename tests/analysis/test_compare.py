@@ -118,3 +118,35 @@ def test_a_student_stopped_within_its_first_epoch_is_flagged(tmp_path: Path) -> 
     assert c.flags == ("budgets short: train.max_steps stopped the student within its first epoch of the unlabelled "
                        "images (100 steps, 12.8k images)",)
     assert "1 with a short budget" in headline([c])
+
+
+def test_the_pretrainings_memory_groups_tables_and_compares(tmp_path: Path) -> None:
+    """SimCLRv2's memory is a pretraining axis: fine-tuned runs take their pretraining run's memory size, split
+    into groups by it, and each size is compared with the same recipe without memory (paired by seed)."""
+    from analysis.groups import group_runs
+    from analysis.tables import ablation_table, memory_table, pretrain_table
+
+    for memory, base in ((0, 62.0), (4096, 63.0)):
+        pre = write_run(tmp_path, stage="pretrain", model=A, total_steps=200, final={"test/knn_top1": 50.0},
+                        extra_config={"pretrain": {"memory_size": memory}} if memory else None)
+        for seed, delta in enumerate((0.0, 2.0, 1.0)):
+            write_run(tmp_path, stage="finetune", seed=seed, model=A, ft_proj_selector=1, label_fraction=0.01,
+                      top1=base + delta * (memory > 0), parent=str(pre), metric_lines=160, extra_config=TRAIN,
+                      curves=CONVERGED)
+    runs = collect(tmp_path).runs
+    # a pretraining config without the key (written before the memory existed) reads as memory 0
+    assert sorted(runs.loc[runs["stage"] == "pretrain", "memory_size"]) == [0.0, 4096.0]
+    assert sorted(runs.loc[runs["stage"] == "finetune", "memory_size"]) == [0.0] * 3 + [4096.0] * 3
+    groups = group_runs(runs)
+    ft = groups[groups["stage"] == "finetune"]
+    assert len(ft) == 2 and any("memory 4,096" in lab for lab in ft["label"])
+    assert not any("memory" in lab for lab in ft.loc[ft["memory_size"] == 0, "label"])  # labels of today unchanged
+    comps = [c for c in comparisons(runs) if c.kind == "memory"]
+    assert len(comps) == 1
+    c = comps[0]
+    assert c.a.label == "memory 4,096" and c.b.label == "no memory" and c.holds
+    assert c.diff.mean == pytest.approx(2.0) and c.diff.n == 3  # (1 + 3 + 2) / 3
+    table = memory_table(comparisons(runs))
+    assert list(table.numeric["memory_size"]) == [4096.0] and table.display["Memory"].tolist() == ["memory 4,096"]
+    assert ablation_table(groups).display["Memory"].tolist() == ["no memory", "memory 4,096"]
+    assert pretrain_table(runs).display["Memory"].tolist() == ["no memory", "memory 4,096"]

@@ -117,3 +117,27 @@ def test_plot_captions_state_both_sides_budgets(known_sweep: Path) -> None:
     _, caption = gain_vs_params(gain_table(g, comparisons(runs)).numeric)  # type: ignore[misc]
     assert " Budgets: fine-tuned: 100 steps, 1 epochs, 25.6k labelled images; supervised: 100 steps, 1 epochs, " \
            "25.6k labelled images, no pretraining" in caption
+
+
+def test_the_memory_monitors_have_a_figure_of_their_own(tmp_path: Path) -> None:
+    """The queue's similarity against the in-batch negatives, per pretraining group with a memory; the training
+    curves of pretraining keep their panels (the monitors would push the probe and kNN out of the six)."""
+    from analysis.plots import memory_monitors
+
+    series = {"train/memory_fill": lambda t: min(1.0, 4 * t), "train/memory_neg_sim": lambda t: 0.1 + 0.5 * t,
+              "train/batch_neg_sim": lambda t: 0.1}
+    for memory in (0, 4096):
+        write_run(tmp_path, stage="pretrain", final={"test/knn_top1": 50.0}, metric_lines=120,
+                  extra_config={"pretrain": {"memory_size": memory}}, curves=series if memory else None)
+    c = collect(tmp_path)
+    g = group_runs(c.runs)
+    made = memory_monitors(g, c.curves)
+    assert made is not None
+    fig, caption = made
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()} - {None} - {""}
+    assert {lab for lab in labels if not lab.startswith("_")} == {g.loc[g["memory_size"] == 4096, "label"].item()}
+    assert "stale queue" in caption
+    curves, _ = training_curves(g, c.curves, "pretrain")
+    titles = {ax.get_title() for ax in curves.axes if ax.get_visible()}
+    assert not titles & {"train/memory_fill", "train/memory_neg_sim", "train/batch_neg_sim"}
+    assert memory_monitors(g[g["memory_size"] == 0], c.curves) is None  # no memory, no figure

@@ -32,3 +32,20 @@ def test_quick_run_writes_the_fields(tiny_root: Path, tmp_path: Path, monkeypatc
     assert (tmp_path / "w" / "quick" / "pretrain" / "status.json").read_text() == pre_status
     later = sorted(p.name for p in (tmp_path / "w" / "quick").iterdir() if (p / "finetune-s0").is_dir())
     assert len(later) == 2, later
+
+
+@pytest.mark.slow
+def test_quick_run_takes_the_memory_axis(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--memory-size 0 64: a pretraining run per size (equal steps), each fine-tuned and distilled; the headline is
+    the first size's, every size's figures in by_memory."""
+    monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
+    assert demo_quality.main(["--quick", "--seeds", "0", "--data-root", str(tiny_root), "--work", str(tmp_path / "w"),
+                              "--threads", "1", "--jobs", "1", "--memory-size", "0", "64"]) == 0
+    rec = json.loads((tmp_path / "results" / "demo_quality_quick.json").read_text())
+    assert rec["memory_size"] == 0 and sorted(rec["by_memory"]) == ["0", "64"]
+    assert rec["by_memory"]["0"]["finetune_1pct"] == rec["finetune_1pct"]
+    runs = {p.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "w").glob("*/pretrain/config.json")}
+    assert {k: v["pretrain"]["memory_size"] for k, v in runs.items()} == {"quick": 0, "quick-mem64": 64}
+    assert len({v["train"]["max_steps"] for v in runs.values()}) == 1  # equal steps
+    for size in ("0", "64"):
+        assert 0 <= rec["by_memory"][size]["distill_1pct"] <= 100

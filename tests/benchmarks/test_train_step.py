@@ -35,3 +35,21 @@ def test_quick_run_writes_result() -> None:
         assert record["ratio"] == pytest.approx(record["value"] / record["baseline_value"])
     else:
         assert record["lightly_error"]
+
+
+@pytest.mark.slow
+def test_quick_memory_run_writes_the_step_time_ratio() -> None:
+    name = f"train_step_memory_smoke_{os.getpid()}"
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.train_step", "--quick", "--memory", "100", "--name", name],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        record = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+    assert FIELDS <= set(record) and record["memory_size"] == 100
+    assert record["value"] == pytest.approx(record["step_s_memory"] / record["step_s_plain"], rel=1e-2)
+    assert record["images_per_s_memory"] > 0 and record["images_per_s_plain"] > 0

@@ -36,11 +36,21 @@ def test_every_stage_composes(stage: str) -> None:
         ("data.min_crop_area=0", "data.min_crop_area"),
         ("data.min_crop_area=1.5", "data.min_crop_area"),
         ("distill.init=copy", "distill.init"),
+        ("pretrain.memory_size=-1", "pretrain.memory_size"),
+        ("pretrain.memory_size=1.5", "pretrain.memory_size"),
+        ("pretrain.memory_momentum=1.0", "pretrain.memory_momentum"),
+        ("pretrain.memory_momentum=-0.1", "pretrain.memory_momentum"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose("pretrain", BASE + [override])
+
+
+def test_memory_is_off_by_default_and_set_by_its_keys() -> None:
+    assert compose("pretrain", BASE).pretrain.memory_size == 0
+    cfg = compose("pretrain", BASE + ["pretrain.memory_size=65536", "pretrain.memory_momentum=0.99"])
+    assert (cfg.pretrain.memory_size, cfg.pretrain.memory_momentum) == (65536, 0.99)
 
 
 def test_unknown_key_in_dict_is_an_error() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from jobs.config.stage import compose, to_dict
 from jobs.stages.runner import run_stage
@@ -63,10 +64,15 @@ def losses(run: Path) -> list[float]:
     return [r["value"] for r in rows if r["split"] == "train" and r["name"] == "contrastive_loss"]
 
 
-def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_root: Path, tmp_path: Path) -> None:
-    one = compose("pretrain", [f"run_dir={tmp_path / 'one'}", f"data.root={tiny_root}", *TINY])
+# SimCLRv2's memory: 100 entries (the queue wraps mid-batch at step 4), a fast-moving memory network.
+MEMORY = ["pretrain.memory_size=100", "pretrain.memory_momentum=0.9"]
+
+
+@pytest.mark.parametrize("extra", [[], MEMORY], ids=["plain", "memory"])
+def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_root: Path, tmp_path: Path, extra: list[str]) -> None:
+    one = compose("pretrain", [f"run_dir={tmp_path / 'one'}", f"data.root={tiny_root}", *TINY, *extra])
     assert run_stage(one)["state"] == "done"
-    two = to_dict(compose("pretrain", [f"run_dir={tmp_path / 'two'}", f"data.root={tiny_root}", *TINY]))
+    two = to_dict(compose("pretrain", [f"run_dir={tmp_path / 'two'}", f"data.root={tiny_root}", *TINY, *extra]))
     procs = launch(two, 2)
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -77,6 +83,14 @@ def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_root: Path, t
     assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
     status = json.loads((tmp_path / "two" / "status.json").read_text())
     assert status["world_size"] == 2
+    if extra:  # the queue too: the gathered projections of both ranks, in the 1-process run's order
+        from simclr.train import checkpoint as ckpt
+
+        m1, m2 = (ckpt.load_latest(tmp_path / r / "checkpoints")[0]["memory"] for r in ("one", "two"))  # type: ignore[index]
+        assert (m1["ptr"], m1["fill"]) == (m2["ptr"], m2["fill"]) == (7 * 32 % 100, 100)
+        assert torch.allclose(m1["queue"], m2["queue"], atol=1e-4)
+        for k in m1["network"]:
+            assert torch.allclose(m1["network"][k].float(), m2["network"][k].float(), atol=1e-4), k
 
 
 def test_a_killed_rank_makes_the_other_fail_within_the_timeout(tiny_root: Path, tmp_path: Path) -> None:

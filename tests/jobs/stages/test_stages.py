@@ -217,12 +217,20 @@ def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.Monk
     assert run_stage(cfg)["state"] == "done"
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "finetune", "linear_eval", "supervised", "distill"])
+# SimCLRv2's memory: 50 entries, not a multiple of the batch of 32 (the queue wraps mid-batch at step 2, 4, 5, ...).
+MEMORY = ["pretrain.memory_size=50", "pretrain.memory_momentum=0.9"]
+
+
+@pytest.mark.parametrize("stage, memory", [("pretrain", False), ("pretrain", True), ("finetune", False),
+                                           ("linear_eval", False), ("supervised", False), ("distill", False)],
+                         ids=["pretrain", "pretrain-memory", "finetune", "linear_eval", "supervised", "distill"])
 def test_stop_anywhere_and_resume_is_bit_identical(
-    stage: str, chain: dict[str, Path], tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stage: str, memory: bool, chain: dict[str, Path], tiny_root: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 240 train images, batch 32: 7 steps per pretrain/distill epoch; fractions of 120 images: 3 steps.
     extra = ["train.epochs=2"] if stage in ("pretrain", "distill") else ["train.epochs=5"]
+    extra += MEMORY if memory else []
     parent = chain.get(PARENT_STAGE.get(stage, ""))
     ref = cfg_for(stage, tmp_path, tiny_root, "ref", *extra, parent=parent)
     run = cfg_for(stage, tmp_path, tiny_root, "run", *extra, parent=parent)
@@ -230,11 +238,19 @@ def test_stop_anywhere_and_resume_is_bit_identical(
     total = json.loads((Path(ref.run_dir) / "status.json").read_text())["step"]
     # three stops: one mid-epoch, one at an epoch boundary or later, one near the end
     _run_with_stops(run, [2, max(1, total // 2 - 2), max(1, total - total // 2 - 1)], monkeypatch)
-    a = ckpt.load_latest(Path(ref.run_dir) / "checkpoints")[0]["model"]  # type: ignore[index]
-    b = ckpt.load_latest(Path(run.run_dir) / "checkpoints")[0]["model"]  # type: ignore[index]
+    a_ckpt = ckpt.load_latest(Path(ref.run_dir) / "checkpoints")[0]  # type: ignore[index]
+    b_ckpt = ckpt.load_latest(Path(run.run_dir) / "checkpoints")[0]  # type: ignore[index]
+    a, b = a_ckpt["model"], b_ckpt["model"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert ("memory" in a_ckpt) == ("memory" in b_ckpt) == memory
+    if memory:  # the memory network, the queue and its pointer end identical too
+        ma, mb = a_ckpt["memory"], b_ckpt["memory"]
+        assert (ma["ptr"], ma["fill"]) == (mb["ptr"], mb["fill"]) == (total * 32 % 50, 50)
+        assert torch.equal(ma["queue"], mb["queue"])
+        for k in ma["network"]:
+            assert torch.equal(ma["network"][k], mb["network"][k]), k
 
     def values(p: str) -> list[tuple[Any, ...]]:
         return [(m["step"], m["split"], m["name"], m["value"]) for m in metrics(Path(p)) if m["name"] not in TIMING]
@@ -243,6 +259,102 @@ def test_stop_anywhere_and_resume_is_bit_identical(
     status = json.loads((Path(run.run_dir) / "status.json").read_text())
     assert status["restarts"] == 3
     assert status["final"] == json.loads((Path(ref.run_dir) / "status.json").read_text())["final"]
+
+
+def _todays_pretrain_step(model: torch.nn.Module, batch: dict[str, Any], tau: float) -> tuple[torch.Tensor, dict[str, Any]]:
+    """pretrain's step function as it was before SimCLRv2's memory existed (jobs/stages/pretrain.py at bb9f60b)."""
+    import torch.nn.functional as F
+
+    from simclr.losses.ntxent import nt_xent
+
+    out = model(torch.cat([batch["view1"], batch["view2"]]))
+    z1, z2 = out["proj"].float().chunk(2)
+    loss, logits, labels = nt_xent(z1, z2, tau)
+    metrics = {"contrastive_loss": loss.detach(),
+               "contrastive_acc": (logits.argmax(1) == labels).float().mean().detach() * 100}
+    y = batch["label"].repeat(2)
+    keep = (y >= 0).float()
+    n = keep.sum()
+    pl = out["probe_logits"].float()
+    probe_loss = (F.cross_entropy(pl, y.clamp(min=0), reduction="none") * keep).sum() / n.clamp(min=1)
+    nan = torch.full_like(n, float("nan"))
+    metrics["probe_loss"] = torch.where(n > 0, probe_loss.detach(), nan)
+    hit = ((pl.argmax(1) == y).float() * keep).sum()
+    metrics["probe_top1"] = torch.where(n > 0, hit / n.clamp(min=1) * 100, nan).detach()
+    return loss + probe_loss, metrics
+
+
+def test_memory_off_is_todays_step_bit_for_bit_and_on_adds_negatives(tiny_root: Path, tmp_path: Path) -> None:
+    """memory_size=0 (the default) is the step of before the memory, to the bit: loss, metrics, every gradient;
+    and no memory entry in the checkpoint. With memory, the first step (empty queue) has the same loss, later
+    steps have more negatives and log the monitors."""
+    import copy
+
+    from jobs.stages.pretrain import build
+
+    torch.manual_seed(0)
+    off = build(cfg_for("pretrain", tmp_path, tiny_root, "off"), torch.device("cpu"))
+    assert off.state == {}
+    batches = off.loader.epoch_iter(0)
+    batch = next(batches)
+    today = copy.deepcopy(off.model)
+    loss, metrics = off.step_fn(off.model, batch)
+    loss.backward()
+    ref_loss, ref_metrics = _todays_pretrain_step(today, batch, 0.2)
+    ref_loss.backward()
+    assert torch.equal(loss, ref_loss)
+    assert metrics.keys() == ref_metrics.keys()
+    for k in metrics:
+        assert torch.equal(torch.as_tensor(metrics[k]), ref_metrics[k]), k
+    for (name, p), q in zip(off.model.named_parameters(), today.parameters()):
+        assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
+
+    torch.manual_seed(0)
+    on = build(cfg_for("pretrain", tmp_path, tiny_root, "on", *MEMORY), torch.device("cpu"))
+    assert set(on.state) == {"memory"}
+    first, m1 = on.step_fn(on.model, batch)
+    assert torch.equal(m1["contrastive_loss"], metrics["contrastive_loss"])  # empty queue: no extra negative
+    assert float(m1["memory_fill"]) == 0.0 and torch.isnan(m1["memory_neg_sim"])
+    second = next(batches)
+    _, m2 = on.step_fn(on.model, second)
+    _, plain = off.step_fn(off.model, second)  # same weights (no optimizer step on either)
+    assert float(m2["memory_fill"]) == pytest.approx(32 / 50)
+    assert float(m2["contrastive_loss"]) > float(plain["contrastive_loss"])  # 32 more negatives
+    assert -1.0 <= float(m2["memory_neg_sim"]) <= 1.0 and -1.0 <= float(m2["batch_neg_sim"]) <= 1.0
+
+
+def test_memory_monitors_reach_the_metrics_file(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = cfg_for("pretrain", tmp_path, tiny_root, "m", *MEMORY, "train.max_steps=3", "pretrain.knn_every_epochs=0")
+    assert run_stage(cfg)["state"] == "done"
+    rows = [m for m in metrics(Path(cfg.run_dir)) if m["split"] == "train"]
+    fill = [m["value"] for m in rows if m["name"] == "memory_fill"]
+    assert fill == pytest.approx([0.0, 32 / 50, 1.0])  # logged every step: the fill the loss saw
+    queue = [(m["step"], m["value"]) for m in rows if m["name"] == "memory_neg_sim"]
+    assert [s for s, _ in queue] == [2, 3]  # not measured while the queue was empty
+    assert len([m for m in rows if m["name"] == "batch_neg_sim"]) == 3
+
+
+@pytest.mark.parametrize("first, second", [((), MEMORY), (MEMORY, ())], ids=["plain-into-memory", "memory-into-plain"])
+def test_a_checkpoint_with_or_without_memory_loads_only_into_its_kind(
+    tiny_root: Path, tmp_path: Path, first: tuple[str, ...], second: tuple[str, ...]
+) -> None:
+    """The run folder's config check stops a changed config first; a checkpoint that reached another run's folder
+    (copied by hand) is refused by the loop, naming the entry, and recorded as the failure."""
+    import shutil
+
+    from simclr.train.checkpoint import CheckpointMismatch
+
+    a = cfg_for("pretrain", tmp_path, tiny_root, "a", *first, "train.max_steps=2", "pretrain.knn_every_epochs=0")
+    assert run_stage(a)["state"] == "done"
+    b = cfg_for("pretrain", tmp_path, tiny_root, "b", *second, "train.max_steps=4", "pretrain.knn_every_epochs=0")
+    (Path(b.run_dir) / "checkpoints").mkdir(parents=True)
+    for f in (Path(a.run_dir) / "checkpoints").iterdir():
+        shutil.copy(f, Path(b.run_dir) / "checkpoints" / f.name)
+    expected = "has no 'memory' entry" if second else "holds 'memory', which this run does not use"
+    with pytest.raises(CheckpointMismatch, match=expected):
+        run_stage(b)
+    status = json.loads((Path(b.run_dir) / "status.json").read_text())
+    assert status["state"] == "failed" and "'memory'" in status["reason"]
 
 
 def test_invalid_config_fails_before_the_run_folder_is_touched(tiny_root: Path, tmp_path: Path) -> None:

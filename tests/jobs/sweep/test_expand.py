@@ -227,10 +227,32 @@ def test_speed_and_bookkeeping_knobs_do_not_move_a_point(tmp_path: Path) -> None
     assert knobs[0].config["data"]["num_workers"] == 7  # the task still runs with the new value
     moved = expand(sweep(tmp_path, TWO_BY_TWO, overrides=["data.root=/data/y", "train.max_steps=3"]))
     assert not {t.key for t in moved} & {t.key for t in base}
-    # a config that keeps the knobs' defaults hashes as before the knobs were neutralised (no sweep re-trains)
+    # a config that keeps the knobs' defaults hashes as before the knobs were neutralised (no sweep re-trains),
+    # and as before the keys added since (the memory's, at their defaults: off) existed
     cfg = {k: v for k, v in base[0].config.items() if k not in ("run_dir", "seed", "sweep", "point")}
+    assert {"memory_size", "memory_momentum"} <= set(cfg["pretrain"])
+    cfg["pretrain"] = {k: v for k, v in cfg["pretrain"].items() if k not in ("memory_size", "memory_momentum")}
     old = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
     assert base[0].hash == old
+
+
+def test_memory_keys_count_in_the_hash_only_when_set(tmp_path: Path) -> None:
+    """A sweep written before SimCLRv2's memory keeps its folders; a memory point gets folders of its own."""
+    base = expand(sweep(tmp_path, TWO_BY_TWO))
+    common = ["data.root=/data/x", "train.max_steps=3"]
+    off = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=0"]))
+    on = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096"]))
+    other_m = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096",
+                                                           "pretrain.memory_momentum=0.99"]))
+    assert [t.key for t in off] == [t.key for t in base]
+    hashes = [{t.hash for t in tasks} for tasks in (base, on, other_m)]
+    assert len(set.union(*hashes)) == sum(map(len, hashes))
+
+
+def test_memory_size_is_an_ablation_axis_with_a_short_name(tmp_path: Path) -> None:
+    tasks = expand(sweep(tmp_path, {"pretrain": {"grid": [{"axes": {"pretrain.memory_size": [0, 4096]}}]}}))
+    assert sorted(t.point for t in tasks) == ["mem0", "mem4096"]
+    assert sorted(t.config["pretrain"]["memory_size"] for t in tasks) == [0, 4096]
 
 
 def test_render_value_round_trips_through_hydra() -> None:

@@ -99,6 +99,13 @@ def mixed_root(tmp_path: Path) -> Path:
     return root
 
 
+def test_a_memory_as_large_as_an_epoch_is_refused(root: Path) -> None:
+    """240 train samples, batch 16: 240 an epoch. A queue of 240 would hold every image."""
+    check_data([_config("pretrain", root, "pretrain.memory_size=239")])
+    with pytest.raises(DataSizeError, match=r"pretrain.memory_size=240 holds at least the 240 samples of an epoch"):
+        check_data([_config("pretrain", root, "pretrain.memory_size=240")])
+
+
 def test_labelled_stages_count_the_labelled_samples_and_distill_every_sample(mixed_root: Path) -> None:
     """label_fraction=1.0 means all LABELLED samples (labelled_only); distillation reads the unlabelled too."""
     full = "finetune.label_fraction=1.0"

@@ -86,6 +86,96 @@ def test_float32_under_autocast() -> None:
     assert loss.item() == pytest.approx(ref.item(), rel=2e-2)
 
 
+# ---------------------------------------------------------------- with SimCLRv2's memory (extra negatives)
+
+
+def reference_with_memory(z1: torch.Tensor, z2: torch.Tensor, tau: float, queue: torch.Tensor) -> torch.Tensor:
+    """The official formulation above with the queue's M columns in each row's softmax (float64, row by row)."""
+    h1, h2 = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
+    q = queue.double()
+    b = h1.shape[0]
+    masks = torch.eye(b, dtype=torch.float64)
+    aa, bb = h1 @ h1.t() / tau - masks * 1e9, h2 @ h2.t() / tau - masks * 1e9
+    ab, ba = h1 @ h2.t() / tau, h2 @ h1.t() / tau
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(b):
+        row_a = torch.cat([ab[i], aa[i], h1[i] @ q.t() / tau])
+        row_b = torch.cat([ba[i], bb[i], h2[i] @ q.t() / tau])
+        total = total + (torch.logsumexp(row_a, 0) - row_a[i]) + (torch.logsumexp(row_b, 0) - row_b[i])
+    return total / b
+
+
+def test_memory_negatives_closed_form() -> None:
+    """Identical orthonormal views, M queue entries orthogonal to every anchor: each anchor's positive at 1/tau,
+    its 2b-2 in-batch and M memory negatives at 0."""
+    b, m, tau = 4, 5, 0.25
+    basis = torch.eye(b + m) * 3.0
+    z = basis[:b]
+    loss, _, _ = nt_xent(z, z.clone(), tau, memory=basis[b:] / 3.0)
+    per_direction = -1 / tau + math.log(math.exp(1 / tau) + 2 * b - 2 + m)
+    assert loss.item() == pytest.approx(2 * per_direction, rel=1e-6)
+
+
+def test_memory_entries_equal_to_the_anchors_closed_form() -> None:
+    """Collapsed projections, M queue entries equal to them: every one of the 2b-1+M candidates at 1/tau."""
+    b, m = 3, 7
+    z = torch.ones(b, 4)
+    loss, _, _ = nt_xent(z, z, 0.5, memory=F.normalize(torch.ones(m, 4), dim=1))
+    assert loss.item() == pytest.approx(2 * math.log(2 * b - 1 + m), rel=1e-6)
+
+
+def test_memory_matches_the_reference_with_gradients() -> None:
+    torch.manual_seed(1)
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    queue = F.normalize(torch.randn(9, 5), dim=1)
+    loss, logits, labels = nt_xent(z1, z2, 0.3, memory=queue)
+    ref = reference_with_memory(z1, z2, 0.3, queue)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
+        assert torch.allclose(a.double(), r, atol=1e-5)
+    plain, plain_logits, _ = nt_xent(z1, z2, 0.3)
+    assert loss.item() > plain.item()  # more negatives, same positive: a larger loss
+    assert torch.equal(logits, plain_logits) and torch.equal(labels, torch.arange(6))  # in-batch logits as before
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 9, 100])
+def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """The queue's log-sum-exp block by block (blocks of one entry, uneven blocks, one block): the same loss and
+    gradients, also at tau 0.05 where the blocks' maxima are far apart."""
+    import simclr.losses.ntxent as ntxent
+
+    monkeypatch.setattr(ntxent, "MEMORY_CHUNK", chunk)
+    torch.manual_seed(4)
+    z1 = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    queue = F.normalize(torch.randn(11, 6), dim=1)
+    queue[3] = F.normalize(z1.detach()[0].float(), dim=0)  # one entry very close to an anchor: a large block max
+    for tau in (0.5, 0.05):
+        loss, _, _ = nt_xent(z1, z2, tau, memory=queue)
+        ref = reference_with_memory(z1, z2, tau, queue)
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+        for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
+            assert torch.allclose(a.double(), r, atol=1e-4, rtol=1e-4)
+
+
+def test_no_memory_and_an_empty_memory_are_plain_nt_xent_bit_for_bit() -> None:
+    torch.manual_seed(2)
+    z1, z2 = torch.randn(8, 6, requires_grad=True), torch.randn(8, 6, requires_grad=True)
+    ref, ref_logits, _ = nt_xent(z1, z2, 0.2)
+    g_ref = torch.autograd.grad(ref, (z1, z2))
+    for memory in (None, torch.zeros(0, 6)):
+        loss, logits, _ = nt_xent(z1, z2, 0.2, memory=memory)
+        assert torch.equal(loss, ref) and torch.equal(logits, ref_logits)
+        for a, b in zip(torch.autograd.grad(loss, (z1, z2)), g_ref):
+            assert torch.equal(a, b)
+
+
+def test_memory_of_another_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="memory"):
+        nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, memory=torch.randn(4, 5))
+
+
 @pytest.mark.parametrize("tau", [0.0, -1.0])
 def test_invalid_temperature_names_it(tau: float) -> None:
     with pytest.raises(ValueError, match="temperature"):

@@ -361,3 +361,62 @@ def test_interruptible_raises_only_where_it_was_entered() -> None:
     finally:
         preempt.restore(previous)
         preempt.clear()
+
+
+class Counter:
+    """A stage's state beside the model (as pretraining's memory): counts the steps it saw."""
+
+    def __init__(self) -> None:
+        self.n = torch.zeros((), dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        return {"n": self.n.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n = state["n"].clone()
+
+
+def _fit_with(run_dir: Path, state: dict, stop_at: int | None = None) -> None:
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step_fn(module: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        for s in state.values():
+            s.n += 1
+        return F.cross_entropy(module(batch["x"]), batch["label"]), {}
+
+    def lr_at(step: int) -> float:
+        if stop_at is not None and step == stop_at - 1:
+            preempt.request()
+        return 0.1
+
+    preempt.clear()
+    try:
+        fit(run=RunFolder(run_dir, stage="test"), model=model, loader=ArrayLoader(), optimizer=opt, lr_at=lr_at,
+            step_fn=step_fn, settings=LoopSettings(epochs=2, log_every=1, checkpoint_every=100, channels_last=False),
+            config={"stage": "test"}, device=torch.device("cpu"), state=state)
+    finally:
+        preempt.clear()
+
+
+def test_a_stages_state_is_checkpointed_and_restored_under_its_name(tmp_path: Path) -> None:
+    with pytest.raises(preempt.PreemptionRequested):
+        _fit_with(tmp_path / "r", {"memory": Counter()}, stop_at=3)
+    saved = ckpt.load_latest(tmp_path / "r" / "checkpoints")
+    assert saved is not None and saved[0]["memory"] == {"n": torch.tensor(3)}
+    counter = Counter()
+    _fit_with(tmp_path / "r", {"memory": counter})
+    assert int(counter.n) == 10  # 3 before the stop, restored, then the 7 steps left of 2 epochs of 5
+
+
+def test_a_checkpoint_of_another_config_is_refused_naming_the_entry(tmp_path: Path) -> None:
+    with pytest.raises(preempt.PreemptionRequested):
+        _fit_with(tmp_path / "plain", {}, stop_at=2)
+    with pytest.raises(ckpt.CheckpointMismatch, match="has no 'memory' entry"):
+        _fit_with(tmp_path / "plain", {"memory": Counter()})
+    with pytest.raises(preempt.PreemptionRequested):
+        _fit_with(tmp_path / "mem", {"memory": Counter()}, stop_at=2)
+    with pytest.raises(ckpt.CheckpointMismatch, match="holds 'memory', which this run does not use"):
+        _fit_with(tmp_path / "mem", {})
+    with pytest.raises(ValueError, match="loop's own"):
+        _fit_with(tmp_path / "x", {"model": Counter()})
