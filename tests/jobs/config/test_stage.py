@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from jobs.config.stage import ConfigError, compose, from_dict, to_dict
+from jobs.config.stage import ConfigError, StageConfig, compose, from_dict, to_dict
 from simclr.runfolder.layout import STAGES
 
 BASE = ["run_dir=/tmp/r", "data.root=/tmp/d"]
@@ -56,12 +56,51 @@ def test_required_keys() -> None:
 
 
 def test_model_group_selects_architecture() -> None:
-    cfg = compose("pretrain", BASE + ["model=resnet50"])
+    cfg = compose("pretrain", BASE + ["model=resnet50", "data.image_size=224"])
     assert (cfg.model.depth, cfg.model.width, cfg.model.cifar_stem) == (50, 1.0, False)
 
 
-@pytest.mark.parametrize("override", ["train.epochs=[", "data.root=/a=b", "train.epochs=int(abc)"])
-def test_an_override_that_does_not_parse_is_a_config_error_naming_it(override: str) -> None:
-    """It escaped as Hydra's own OverrideParseException (not a ValueError, no key named)."""
-    with pytest.raises(ConfigError, match="^" + re.escape(f"bad override {override!r}: ")):
-        compose("pretrain", BASE + [override])
+@pytest.mark.parametrize("model", ["resnet18_w025", "resnet50"])
+@pytest.mark.parametrize(("stem", "size", "want"), [
+    ("auto", 32, True), ("auto", 224, False), ("auto", 33, False), ("auto", 20, True),
+    ("true", 32, True), ("true", 224, True), ("false", 32, False), ("false", 224, False),
+])
+def test_cifar_stem_auto_follows_the_image_size_and_a_stated_value_wins(model: str, stem: str, size: int,
+                                                                       want: bool) -> None:
+    """Official run.py: cifar_stem = image_size <= 32; the resolved bool is what the run folder records."""
+    over = [f"model={model}", f"data.image_size={size}"] + ([] if stem == "auto" else [f"model.cifar_stem={stem}"])
+    cfg = compose("pretrain", BASE + over)
+    assert cfg.model.cifar_stem is want
+    saved = to_dict(cfg)
+    assert saved["model"]["cifar_stem"] is want and from_dict(saved) == cfg
+    assert StageConfig().model.cifar_stem == "auto"
+
+
+def test_cifar_stem_takes_only_a_bool_or_auto() -> None:
+    with pytest.raises(ConfigError, match=r"model\.cifar_stem"):
+        compose("pretrain", BASE + ["model.cifar_stem=maybe"])
+
+
+@pytest.mark.parametrize(("stage", "after_block", "ok"), [
+    ("finetune", -1, True), ("finetune", 0, True), ("finetune", 4, True), ("finetune", 5, False),
+    ("finetune", -2, False), ("linear_eval", 4, True), ("linear_eval", 2, False), ("supervised", -1, True),
+    ("supervised", 0, False),
+])
+def test_fine_tune_after_block_is_checked_per_stage(stage: str, after_block: int, ok: bool) -> None:
+    over = BASE + ([] if stage == "supervised" else ["parent=/tmp/p"]) + [f"finetune.fine_tune_after_block={after_block}"]
+    if ok:
+        assert compose(stage, over).finetune.fine_tune_after_block == after_block
+    else:
+        with pytest.raises(ConfigError, match=r"finetune\.fine_tune_after_block"):
+            compose(stage, over)
+
+
+def test_official_classifier_defaults_per_stage() -> None:
+    """Zero-initialised logits for fine-tuning and linear eval (README commands); linear eval on the frozen
+    backbone with crop + flip."""
+    ft = compose("finetune", BASE + ["parent=/tmp/p"]).finetune
+    lin = compose("linear_eval", BASE + ["parent=/tmp/p"]).finetune
+    sup = compose("supervised", BASE).finetune
+    assert (ft.zero_init_logits, ft.fine_tune_after_block) == (True, -1)
+    assert (lin.zero_init_logits, lin.fine_tune_after_block, lin.augment) == (True, 4, True)
+    assert (sup.zero_init_logits, sup.fine_tune_after_block) == (False, -1)
