@@ -272,6 +272,29 @@ RESTART_FREE_KEYS = frozenset({
 })
 
 
+# Keys added after run folders were written, each with the value that does what every run did before the key
+# existed, for each stage that reads it (the other stages ignore it). A saved config without the key means that
+# value (config_changes), and a point that has it hashes as if the key did not exist
+# (jobs.sweep.expand.config_hash), so a sweep finished before keeps its run folders.
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "finetune.zero_init_logits": {"finetune": False, "linear_eval": False, "supervised": False},
+    "finetune.fine_tune_after_block": {"finetune": -1, "linear_eval": 4, "supervised": -1},
+}
+
+
+def legacy_hidden(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the nested ``config`` without the ADDED_KEYS that its stage ignores or that hold the value from
+    before the key existed (what a config written before it would hash to)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    stage = config.get("stage")
+    for key, before in ADDED_KEYS.items():
+        section, name = key.split(".", 1)
+        node = out.get(section)
+        if isinstance(node, dict) and name in node and (stage not in before or node[name] == before[stage]):
+            del node[name]
+    return out
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> ``{"a.b": value}`` with dotted keys (the form of Hydra overrides and error messages)."""
     out: dict[str, Any] = {}
@@ -288,8 +311,15 @@ def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
     ``["optim.name: 'lars' -> 'sgd'", ...]`` (a key the saved config lacks compares with its default)."""
     old = flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
     cur = flatten(to_dict(new))
+    written = flatten(saved)
+    ignored = set()
+    for key, before in ADDED_KEYS.items():
+        if new.stage not in before:
+            ignored.add(key)
+        elif key not in written:  # written before the key existed: it ran as the key's old value
+            old[key] = before[new.stage]
     return [f"{k}: {old.get(k)!r} -> {cur[k]!r}" for k in sorted(cur)
-            if k not in RESTART_FREE_KEYS and old.get(k) != cur[k]]
+            if k not in RESTART_FREE_KEYS and k not in ignored and old.get(k) != cur[k]]
 
 
 def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from jobs.config.stage import ConfigError, StageConfig, compose, from_dict, to_dict
+from jobs.config.stage import ConfigError, StageConfig, compose, config_changes, from_dict, to_dict
 from simclr.runfolder.layout import STAGES
 
 BASE = ["run_dir=/tmp/r", "data.root=/tmp/d"]
@@ -104,3 +104,27 @@ def test_official_classifier_defaults_per_stage() -> None:
     assert (ft.zero_init_logits, ft.fine_tune_after_block) == (True, -1)
     assert (lin.zero_init_logits, lin.fine_tune_after_block, lin.augment) == (True, 4, True)
     assert (sup.zero_init_logits, sup.fine_tune_after_block) == (False, -1)
+
+
+def test_a_config_saved_before_the_added_keys_means_their_old_behaviour() -> None:
+    """A run folder written before finetune.zero_init_logits / fine_tune_after_block existed ran with a random
+    classifier start and, for linear eval, the frozen backbone: asking for that again is no change."""
+    for stage, extra in [("finetune", ["parent=/tmp/p"]), ("linear_eval", ["parent=/tmp/p"]), ("supervised", [])]:
+        new = compose(stage, BASE + extra + ["finetune.zero_init_logits=false"])
+        saved = to_dict(new)
+        del saved["finetune"]["zero_init_logits"], saved["finetune"]["fine_tune_after_block"]
+        assert config_changes(saved, new) == []
+        zero = compose(stage, BASE + extra + ["finetune.zero_init_logits=true"]) if stage != "supervised" else None
+        if zero is not None:
+            assert config_changes(saved, zero) == ["finetune.zero_init_logits: False -> True"]
+    pre = compose("pretrain", BASE)
+    saved = to_dict(pre)
+    del saved["finetune"]["zero_init_logits"]
+    assert config_changes(saved, pre) == []  # pretraining does not read it
+
+
+@pytest.mark.parametrize("override", ["train.epochs=[", "data.root=/a=b", "train.epochs=int(abc)"])
+def test_an_override_that_does_not_parse_is_a_config_error_naming_it(override: str) -> None:
+    """It escaped as Hydra's own OverrideParseException (not a ValueError, no key named)."""
+    with pytest.raises(ConfigError, match="^" + re.escape(f"bad override {override!r}: ")):
+        compose("pretrain", BASE + [override])
