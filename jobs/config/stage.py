@@ -253,8 +253,9 @@ def resolve(cfg: StageConfig) -> StageConfig:
 
 def from_dict(data: dict[str, Any]) -> StageConfig:
     """Merge a plain (possibly partial) dict onto the defaults and resolve it; unknown keys raise ConfigError
-    naming them."""
-    return validate(resolve(merge_onto(StageConfig, data, label="config", error=ConfigError)))
+    naming them. A key of ADDED_KEYS the dict lacks takes its old value (a config saved before the key existed:
+    a run folder's, or a task of a manifest written then, which ``simclr-resume`` submits again)."""
+    return validate(resolve(merge_onto(StageConfig, with_old_values(data), label="config", error=ConfigError)))
 
 
 def to_dict(cfg: StageConfig) -> dict[str, Any]:
@@ -280,6 +281,21 @@ ADDED_KEYS: dict[str, dict[str, Any]] = {
     "finetune.zero_init_logits": {"finetune": False, "linear_eval": False, "supervised": False},
     "finetune.fine_tune_after_block": {"finetune": -1, "linear_eval": 4, "supervised": -1},
 }
+
+
+def with_old_values(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each ADDED_KEYS key it lacks set to the value from before the key, for the stages that
+    read it (a copy where anything is added)."""
+    stage = config.get("stage", StageConfig.stage)
+    out = config
+    for key, before in ADDED_KEYS.items():
+        section, name = key.split(".", 1)
+        node = config.get(section, {})
+        if stage in before and isinstance(node, dict) and name not in node:
+            if out is config:
+                out = dict(config)
+            out[section] = {**out.get(section, {}), name: before[stage]}
+    return out
 
 
 def legacy_hidden(config: dict[str, Any]) -> dict[str, Any]:
@@ -309,15 +325,10 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
     """What ``new`` changes from the config ``saved`` in a run folder, ignoring RESTART_FREE_KEYS:
     ``["optim.name: 'lars' -> 'sgd'", ...]`` (a key the saved config lacks compares with its default)."""
-    old = flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
+    # A key written before it existed ran as its old value; one the stage does not read changes nothing.
+    old = flatten(to_dict(merge_onto(StageConfig, with_old_values(saved), label="config", error=ConfigError)))
     cur = flatten(to_dict(new))
-    written = flatten(saved)
-    ignored = set()
-    for key, before in ADDED_KEYS.items():
-        if new.stage not in before:
-            ignored.add(key)
-        elif key not in written:  # written before the key existed: it ran as the key's old value
-            old[key] = before[new.stage]
+    ignored = {key for key, before in ADDED_KEYS.items() if new.stage not in before}
     return [f"{k}: {old.get(k)!r} -> {cur[k]!r}" for k in sorted(cur)
             if k not in RESTART_FREE_KEYS and k not in ignored and old.get(k) != cur[k]]
 

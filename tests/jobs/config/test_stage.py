@@ -123,6 +123,16 @@ def test_a_config_saved_before_the_added_keys_means_their_old_behaviour() -> Non
     assert config_changes(saved, pre) == []  # pretraining does not read it
 
 
+def test_a_task_of_a_manifest_written_before_the_added_keys_runs_as_then() -> None:
+    """simclr-resume submits a manifest's recorded configs again: a linear eval recorded without
+    fine_tune_after_block is still valid (it froze the backbone), a fine-tune keeps its random classifier start."""
+    for stage, after_block in [("linear_eval", 4), ("finetune", -1)]:
+        saved = to_dict(compose(stage, BASE + ["parent=/tmp/p"]))
+        del saved["finetune"]["zero_init_logits"], saved["finetune"]["fine_tune_after_block"]
+        f = from_dict(saved).finetune
+        assert (f.zero_init_logits, f.fine_tune_after_block) == (False, after_block)
+
+
 @pytest.mark.parametrize("override", ["train.epochs=[", "data.root=/a=b", "train.epochs=int(abc)"])
 def test_an_override_that_does_not_parse_is_a_config_error_naming_it(override: str) -> None:
     """It escaped as Hydra's own OverrideParseException (not a ValueError, no key named)."""
