@@ -9,7 +9,8 @@
 3. a live status view until everything has ended; then the path of report.html and a short summary.
 
 Any sweep override works here too (``python -m jobs.cli.demo data.root=/data/fmnist cluster=example_gpu``);
-``--sweep NAME`` picks another sweep definition, ``--no-watch`` returns once everything is queued.
+``--sweep NAME`` picks another sweep definition, ``--no-watch`` returns once everything is queued, ``--dry-run``
+prints each stage's cost (jobs/sweep/cost.py) and the sbatch scripts without making data or submitting.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of the sweep (and of every stage config)")
     ap.add_argument("--sweep", default="demo", help="sweep definition in jobs/conf/sweep (default: demo)")
     ap.add_argument("--no-watch", action="store_true", help="return once everything is queued")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print each stage's cost and the sbatch scripts; no data is made, nothing submitted")
     args = ap.parse_intermixed_args(argv)  # options anywhere among the overrides
     logging.basicConfig(level=logging.WARNING)
     t0 = time.time()
@@ -69,11 +72,14 @@ def _run(args: argparse.Namespace, overrides: list[str], t0: float) -> int:
     if root is None and not data_group:
         root = DEFAULT_DATA_ROOT
         overrides.append(f"data.root={root}")
-    if root is not None and not data_group:
+    if root is not None and not data_group and not args.dry_run:
         print(f"[demo] data: Fashion-MNIST shards in {root}")
         prepare_data(root)
 
     sweep = compose_sweep(args.sweep, overrides)
+    if args.dry_run:
+        submit_sweep(sweep, dry_run=True)
+        return 0
     submit_sweep(sweep)
     sweep_dir = Path(sweep.sweep_dir)
     if args.no_watch:

@@ -35,6 +35,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from jobs.config.cluster import profile_to_dict
+from jobs.sweep.cost import print_costs
 from jobs.sweep.expand import PointComposer, SweepError, compose_sweep, enabled_stages, expand
 from jobs.sweep.launch import DEFAULT_RUNNER
 from jobs.sweep.manifest import MANIFEST, Manifest, read_manifest, write_manifest
@@ -82,7 +83,11 @@ def submit_sweep(sweep: SweepConfig, *, dry_run: bool = False, printer: Any = pr
         p = plan(manifest, [], {})
         printer(f"# sweep {manifest.name} -> {sweep_dir}: {len(manifest.tasks)} tasks in stages "
                 f"{manifest.stages}; {p.summary()} (dry run: nothing submitted or written)")
+        print_costs(manifest, profiles.__getitem__, printer, sweep.estimate.train_samples)
         return submit(manifest, p, dry_run=True, printer=printer, profiles=profiles)
+    # The cost and its warnings before anything is queued (a warning, not a refusal: the estimate may be unknown
+    # or pessimistic; the user reads it and decides). The table itself is the dry run's.
+    print_costs(manifest, profiles.__getitem__, printer, sweep.estimate.train_samples, with_table=False)
 
     def write() -> None:
         if (sweep_dir / MANIFEST).is_file():

@@ -86,6 +86,9 @@ class ClusterProfile:
     # What a SIGTERM means to a task (preemption without preempt_send_user_signal, the time limit, scancel):
     # requeue = as the preemption signal (checkpoint at the next step, requeue); stop = end as a recorded failure.
     sigterm: str = "requeue"
+    # The GPU model of the nodes (e.g. "H200", "A100"): the key of the measured throughput the dry run's cost
+    # estimate uses (jobs/sweep/cost.py); None: the estimate says unknown. Informative only: no #SBATCH line.
+    gpu_kind: str | None = None
 
 
 def _require(ok: bool, key: str, msg: str) -> None:
@@ -106,6 +109,9 @@ def validate(profile: ClusterProfile) -> ClusterProfile:
                 key,
                 f"{value!r} is not a SLURM name (letters, digits, '_.+-', comma-separated)",
             )
+    if p.gpu_kind is not None:
+        _require(bool(_SLURM_NAME.match(p.gpu_kind)) and "," not in p.gpu_kind, "gpu_kind",
+                 f"{p.gpu_kind!r} is not a GPU model name such as H200")
     _require(p.time_min > 0, "time_min", f"must be > 0 minutes, got {p.time_min}")
     _require(p.nodes >= 1, "nodes", f"must be >= 1, got {p.nodes}")
     _require(p.tasks_per_node >= 1, "tasks_per_node", f"must be >= 1, got {p.tasks_per_node}")

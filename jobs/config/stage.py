@@ -18,6 +18,7 @@ from jobs.config.structured import merge_onto
 from simclr.runfolder.layout import STAGES
 
 DEPTHS = (18, 34, 50, 101, 152, 200)
+CIFAR_STEM_MAX_SIZE = 32  # official tf2/run.py: cifar_stem = image_size <= 32
 DISTILL_INITS = ("scratch", "pretrained", "teacher")
 TEACHER_VIEWS = ("augmented", "clean")
 
@@ -29,7 +30,10 @@ class ModelConfig:
     depth: int = 18
     width: float = 1.0
     sk_ratio: float = 0.0
-    cifar_stem: bool = True
+    # "auto": the CIFAR stem (3x3 stride 1, no max-pool) when data.image_size <= 32, as official tf2/run.py
+    # (`cifar_stem=FLAGS.image_size <= 32`); true/false force it. A built config holds the resolved bool
+    # (:func:`resolve`), so config.json records the stem the run used.
+    cifar_stem: bool | str = "auto"
     in_channels: int = 3
     num_proj_layers: int = 3
     proj_out_dim: int = 128
@@ -107,6 +111,14 @@ class FinetuneConfig:
     label_fraction: float = 0.01  # must have a key list in <root>/train/fractions (1.0 = all labels)
     label_smoothing: float = 0.0
     augment: bool = True  # crop + flip on the labelled images (official fine-tuning augmentation)
+    # Official zero_init_logits_layer (set True in the README's fine-tune and linear-eval commands): the
+    # classifier's weights and bias start at 0, so step 0 predicts uniformly. Read by finetune, linear_eval and
+    # supervised (a distill student keeps its own start).
+    zero_init_logits: bool = True
+    # Official fine_tune_after_block: -1 trains everything, 0 freezes the stem, k = 1..4 the stem and block
+    # groups 1..k (4: the whole backbone, linear evaluation). Frozen parts get no gradient and keep their BN
+    # statistics (eval mode), as the official non-trainable Keras layers. linear_eval needs 4, supervised -1.
+    fine_tune_after_block: int = -1
 
 
 @dataclass
@@ -166,6 +178,8 @@ def validate(cfg: StageConfig) -> StageConfig:
     _require(m.depth in DEPTHS, "model.depth", f"{m.depth} is not one of {DEPTHS}")
     _require(m.width > 0, "model.width", f"must be > 0, got {m.width}")
     _require(0.0 <= m.sk_ratio < 1.0, "model.sk_ratio", f"must be in [0, 1), got {m.sk_ratio}")
+    _require(isinstance(m.cifar_stem, bool) or m.cifar_stem == "auto", "model.cifar_stem",
+             f"must be true, false or auto, got {m.cifar_stem!r}")
     _require(m.in_channels in (1, 3), "model.in_channels", f"must be 1 or 3, got {m.in_channels}")
     _require(m.num_proj_layers >= 1, "model.num_proj_layers", f"must be >= 1, got {m.num_proj_layers}")
     _require(m.proj_out_dim >= 1, "model.proj_out_dim", f"must be >= 1, got {m.proj_out_dim}")
@@ -210,6 +224,14 @@ def validate(cfg: StageConfig) -> StageConfig:
     )
     _require(0 < f.label_fraction <= 1, "finetune.label_fraction", f"must be in (0, 1], got {f.label_fraction}")
     _require(0 <= f.label_smoothing < 1, "finetune.label_smoothing", "must be in [0, 1)")
+    _require(-1 <= f.fine_tune_after_block <= 4, "finetune.fine_tune_after_block",
+             f"must be -1 (train everything), 0 (freeze the stem) .. 4 (freeze the backbone), got {f.fine_tune_after_block}")
+    if cfg.stage == "linear_eval":
+        _require(f.fine_tune_after_block == 4, "finetune.fine_tune_after_block",
+                 f"linear_eval trains on the frozen backbone (4), got {f.fine_tune_after_block}: that is a finetune run")
+    if cfg.stage == "supervised":
+        _require(f.fine_tune_after_block == -1, "finetune.fine_tune_after_block",
+                 f"supervised starts from random weights, so nothing may be frozen (-1), got {f.fine_tune_after_block}")
     s = cfg.distill
     _require(s.temperature > 0, "distill.temperature", f"must be > 0, got {s.temperature}")
     _require(0 <= s.label_weight <= 1, "distill.label_weight", f"must be in [0, 1], got {s.label_weight}")
@@ -221,9 +243,27 @@ def validate(cfg: StageConfig) -> StageConfig:
     return cfg
 
 
+def cifar_stem(model: ModelConfig, image_size: int) -> bool:
+    """The stem a model gets: ``model.cifar_stem`` when stated, else official run.py's ``image_size <= 32``."""
+    if isinstance(model.cifar_stem, bool):
+        return model.cifar_stem
+    if model.cifar_stem != "auto":
+        raise ConfigError(f"config key 'model.cifar_stem': must be true, false or auto, got {model.cifar_stem!r}")
+    return image_size <= CIFAR_STEM_MAX_SIZE
+
+
+def resolve(cfg: StageConfig) -> StageConfig:
+    """Replace the values derived from others by what they resolve to (``model.cifar_stem: auto`` -> a bool), so
+    a run folder's config says what ran. In place; returns ``cfg``. A resolved config resolves to itself."""
+    cfg.model.cifar_stem = cifar_stem(cfg.model, cfg.data.image_size)
+    return cfg
+
+
 def from_dict(data: dict[str, Any]) -> StageConfig:
-    """Merge a plain (possibly partial) dict onto the defaults; unknown keys raise ConfigError naming them."""
-    return validate(merge_onto(StageConfig, data, label="config", error=ConfigError))
+    """Merge a plain (possibly partial) dict onto the defaults and resolve it; unknown keys raise ConfigError
+    naming them. A key of ADDED_KEYS the dict lacks takes its old value (a config saved before the key existed:
+    a run folder's, or a task of a manifest written then, which ``simclr-resume`` submits again)."""
+    return validate(resolve(merge_onto(StageConfig, with_old_values(data), label="config", error=ConfigError)))
 
 
 def to_dict(cfg: StageConfig) -> dict[str, Any]:
@@ -241,6 +281,47 @@ RESTART_FREE_KEYS = frozenset({
 })
 
 
+# Keys added after run folders were written, each with the value that does what every run did before the key
+# existed, for each stage that reads it (the other stages ignore it). A saved config without the key means that
+# value (config_changes), and a point that has it hashes as if the key did not exist
+# (jobs.sweep.expand.config_hash), so a sweep finished before keeps its run folders.
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "finetune.zero_init_logits": {"finetune": False, "linear_eval": False, "supervised": False},
+    "finetune.fine_tune_after_block": {"finetune": -1, "linear_eval": 4, "supervised": -1},
+    # SimCLRv2's memory (issue 20): off, and the momentum's default, is what every pretraining ran before
+    "pretrain.memory_size": {"pretrain": 0},
+    "pretrain.memory_momentum": {"pretrain": 0.999},
+}
+
+
+def with_old_values(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each ADDED_KEYS key it lacks set to the value from before the key, for the stages that
+    read it (a copy where anything is added)."""
+    stage = config.get("stage", StageConfig.stage)
+    out = config
+    for key, before in ADDED_KEYS.items():
+        section, name = key.split(".", 1)
+        node = config.get(section, {})
+        if stage in before and isinstance(node, dict) and name not in node:
+            if out is config:
+                out = dict(config)
+            out[section] = {**out.get(section, {}), name: before[stage]}
+    return out
+
+
+def legacy_hidden(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the nested ``config`` without the ADDED_KEYS that its stage ignores or that hold the value from
+    before the key existed (what a config written before it would hash to)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    stage = config.get("stage")
+    for key, before in ADDED_KEYS.items():
+        section, name = key.split(".", 1)
+        node = out.get(section)
+        if isinstance(node, dict) and name in node and (stage not in before or node[name] == before[stage]):
+            del node[name]
+    return out
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> ``{"a.b": value}`` with dotted keys (the form of Hydra overrides and error messages)."""
     out: dict[str, Any] = {}
@@ -255,10 +336,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], new: StageConfig) -> list[str]:
     """What ``new`` changes from the config ``saved`` in a run folder, ignoring RESTART_FREE_KEYS:
     ``["optim.name: 'lars' -> 'sgd'", ...]`` (a key the saved config lacks compares with its default)."""
-    old = flatten(to_dict(merge_onto(StageConfig, saved, label="config", error=ConfigError)))
+    # A key written before it existed ran as its old value; one the stage does not read changes nothing.
+    old = flatten(to_dict(merge_onto(StageConfig, with_old_values(saved), label="config", error=ConfigError)))
     cur = flatten(to_dict(new))
+    ignored = {key for key, before in ADDED_KEYS.items() if new.stage not in before}
     return [f"{k}: {old.get(k)!r} -> {cur[k]!r}" for k in sorted(cur)
-            if k not in RESTART_FREE_KEYS and old.get(k) != cur[k]]
+            if k not in RESTART_FREE_KEYS and k not in ignored and old.get(k) != cur[k]]
 
 
 def compose(stage: str, overrides: list[str] | None = None) -> StageConfig:

@@ -77,6 +77,13 @@ class ReportSweep:
 
 
 @dataclass
+class EstimateSweep:
+    """What the dry run's cost estimate (jobs/sweep/cost.py) assumes where the data root cannot tell it."""
+
+    train_samples: int | None = None  # images of data.train_split, used when its manifest is not there to count
+
+
+@dataclass
 class SweepConfig:
     """A whole sweep definition. ``cluster`` is composed from the ``cluster/`` config group."""
 
@@ -90,3 +97,4 @@ class SweepConfig:
     final_overrides: list[str] = field(default_factory=list)
     stages: dict[str, StageSweep] = field(default_factory=dict)
     report: ReportSweep = field(default_factory=ReportSweep)
+    estimate: EstimateSweep = field(default_factory=EstimateSweep)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jobs.config.stage import StageConfig
+from jobs.config.stage import StageConfig, cifar_stem
 from simclr import dist
 from simclr.data.loading.loader import Mode, ShardLoader
 from simclr.data.shards.manifest import Manifest
@@ -26,7 +26,7 @@ from simclr.train.loop import LoopSettings, total_steps
 
 def backbone(cfg: StageConfig) -> ResNet:
     m = cfg.model
-    return build_backbone(m.depth, m.width, m.sk_ratio, m.cifar_stem, m.in_channels)
+    return build_backbone(m.depth, m.width, m.sk_ratio, cifar_stem(m, cfg.data.image_size), m.in_channels)
 
 
 def projection_head(cfg: StageConfig, in_dim: int) -> ProjectionHead:
@@ -36,7 +36,8 @@ def projection_head(cfg: StageConfig, in_dim: int) -> ProjectionHead:
 def simclr_model(cfg: StageConfig, num_classes: int | None) -> SimCLRModel:
     """Backbone + projection head (+ online probe when ``num_classes``), as pretraining builds it."""
     m = cfg.model
-    return build_simclr_model(m.depth, m.width, m.sk_ratio, m.cifar_stem, m.num_proj_layers, m.proj_out_dim,
+    return build_simclr_model(m.depth, m.width, m.sk_ratio, cifar_stem(m, cfg.data.image_size), m.num_proj_layers,
+                              m.proj_out_dim,
                               num_classes=num_classes, in_channels=m.in_channels)
 
 

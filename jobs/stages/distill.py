@@ -71,7 +71,11 @@ def student_of(cfg: StageConfig, num_classes: int) -> Classifier:
             f"the teacher {cfg.parent} is a {tcfg.stage} run"
         )
     # Same construction as fine-tuning (it checks that cfg.model matches the pretraining run's, naming the key).
-    start = replace(cfg, parent=tcfg.parent, finetune=replace(cfg.finetune, ft_proj_selector=tcfg.finetune.ft_proj_selector))
+    # The student trains whole and starts its classifier as a distill student always did (not the fine-tuning
+    # stage's zero init): finetune's freezing and zero-init keys are not distill's.
+    start = replace(cfg, parent=tcfg.parent, finetune=replace(
+        cfg.finetune, ft_proj_selector=tcfg.finetune.ft_proj_selector, fine_tune_after_block=-1,
+        zero_init_logits=False))
     student = classifier(start, num_classes, pretrained=True)
     if cfg.distill.init == "teacher":
         load_trained(cfg.parent, student)

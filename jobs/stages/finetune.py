@@ -4,7 +4,7 @@ The pretrained backbone and the first ``ft_proj_selector`` layers of the project
 0 = drop the head, k = keep k layers, -1 = all) are kept, a linear classifier is added, and everything is
 trained on the labelled subset (``<root>/train/fractions/<p>percent.txt``). Reports test top-1 / top-5.
 The same build, with a fresh backbone, is the supervised baseline (jobs/stages/supervised.py), and with a frozen
-backbone the linear evaluation (jobs/stages/linear_eval.py).
+backbone (``finetune.fine_tune_after_block=4``) the linear evaluation (jobs/stages/linear_eval.py).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def load_trained(run_dir: str | Path, model: ModuleT) -> ModuleT:
     return model
 
 
-def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool, freeze_backbone: bool = False) -> Classifier:
-    """Backbone + kept head layers + linear classifier; weights from ``cfg.parent`` when ``pretrained``."""
+def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool) -> Classifier:
+    """Backbone + kept head layers + linear classifier; weights from ``cfg.parent`` when ``pretrained``. The
+    classifier starts at 0 with ``finetune.zero_init_logits``; ``finetune.fine_tune_after_block`` freezes the
+    stem and block groups through it (4: the backbone, linear evaluation)."""
     if pretrained:
         assert cfg.parent is not None
         parent_cfg = from_dict(RunFolder(cfg.parent).read_config())
@@ -67,12 +69,12 @@ def classifier(cfg: StageConfig, num_classes: int, *, pretrained: bool, freeze_b
     neck = head.truncated(cfg.finetune.ft_proj_selector) if head is not None else nn.Identity()
     if head is None and cfg.finetune.ft_proj_selector != 0:
         raise ValueError("config key 'finetune.ft_proj_selector' must be 0 without a pretrained head (supervised)")
-    return Classifier(net, neck, num_classes, freeze_backbone=freeze_backbone)
+    f = cfg.finetune
+    return Classifier(net, neck, num_classes, fine_tune_after_block=f.fine_tune_after_block,
+                      zero_init_head=f.zero_init_logits)
 
 
-def build_classifier_stage(
-    cfg: StageConfig, device: torch.device, *, pretrained: bool, freeze_backbone: bool = False
-) -> StageParts:
+def build_classifier_stage(cfg: StageConfig, device: torch.device, *, pretrained: bool) -> StageParts:
     keys = fraction_keys_file(cfg.data.root, cfg.finetune.label_fraction, cfg.data.train_split)
     mode: Mode = "labelled" if cfg.finetune.augment else "eval"
     # Training drops the ragged last batch (never padded duplicates), also without augmentation. Only labelled
@@ -81,7 +83,7 @@ def build_classifier_stage(
     train = builders.loader(cfg, split=cfg.data.train_split, mode=mode, keys_file=keys, labelled_only=True,
                             drop_last=True)
     test_batches = EvalBatches(builders.loader(cfg, split=cfg.data.eval_split, mode="eval", distributed=False, batch_size=512))
-    model: nn.Module = classifier(cfg, train.num_classes, pretrained=pretrained, freeze_backbone=freeze_backbone)
+    model: nn.Module = classifier(cfg, train.num_classes, pretrained=pretrained)
     model = dist.convert_sync_bn(model)  # global BN under DDP (a no-op with one process)
     smoothing = cfg.finetune.label_smoothing
 

@@ -1,4 +1,6 @@
-"""Linear evaluation: the pretrained backbone frozen (BN in eval mode), a linear classifier trained on top."""
+"""Linear evaluation: the pretrained backbone frozen (``finetune.fine_tune_after_block=4``, which validation
+requires for this stage: no gradient, BN in eval mode), a linear classifier trained on top, with the official
+crop + flip on the labelled images (``finetune.augment``)."""
 
 from __future__ import annotations
 
@@ -10,4 +12,4 @@ from jobs.stages.parts import StageParts
 
 
 def build(cfg: StageConfig, device: torch.device) -> StageParts:
-    return build_classifier_stage(cfg, device, pretrained=True, freeze_backbone=True)
+    return build_classifier_stage(cfg, device, pretrained=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from jobs.config.cluster import validate as validate_profile
 from jobs.config.compose import CONFIG_NAME, compose_config, conf_path, group_options, parse_overrides
-from jobs.config.stage import RESTART_FREE_KEYS, StageConfig, flatten, from_dict, to_dict, validate
+from jobs.config.stage import RESTART_FREE_KEYS, StageConfig, flatten, from_dict, legacy_hidden, to_dict, validate
 from jobs.config.structured import merge_onto
 from jobs.config.sweep import DEFAULT_INHERIT, PARENT_STAGE, STAGE_ORDER, SweepConfig
 from jobs.sweep.manifest import Task
@@ -286,17 +286,6 @@ def axis_label(key: str, value: Any) -> str:
 _HASH_AS_DEFAULT = sorted(RESTART_FREE_KEYS - {"run_dir", "parent", "data.root", "sweep", "point"})
 
 
-# Keys added to the schema after run folders existed: at their defaults they do not count in a point's hash, so
-# the points of a sweep written before them keep their folders (a memory-off pretraining is the run it was).
-HASH_ONLY_IF_SET = ("pretrain.memory_size", "pretrain.memory_momentum")
-
-
-@functools.cache
-def _set_only_defaults() -> dict[str, Any]:
-    flat = flatten(to_dict(StageConfig()))
-    return {k: flat[k] for k in HASH_ONLY_IF_SET}
-
-
 @functools.cache
 def _knob_defaults() -> dict[str, Any]:
     flat = flatten(to_dict(StageConfig()))
@@ -305,17 +294,13 @@ def _knob_defaults() -> dict[str, Any]:
 
 def config_hash(config: dict[str, Any]) -> str:
     """8 hex digits identifying a config point (seeds share it; the parent counts without its seed; the
-    speed and bookkeeping knobs count as their defaults; the keys of ``HASH_ONLY_IF_SET`` count only when
-    set to another value than their default)."""
-    c = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items() if k not in _HASH_EXCLUDE}
+    speed and bookkeeping knobs count as their defaults; a key added later counts only where it changes what the
+    stage does, jobs.config.stage.ADDED_KEYS)."""
+    c = {k: v for k, v in legacy_hidden(config).items() if k not in _HASH_EXCLUDE}
     for key, default in _knob_defaults().items():
         section, name = key.split(".", 1)
         if isinstance(c.get(section), dict) and name in c[section]:
             c[section][name] = default
-    for key, default in _set_only_defaults().items():
-        section, name = key.split(".", 1)
-        if isinstance(c.get(section), dict) and name in c[section] and c[section][name] == default:
-            del c[section][name]
     if c.get("parent"):
         c["parent"] = point_name(str(c["parent"]))
     return digest(c)

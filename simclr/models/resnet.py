@@ -301,12 +301,30 @@ class ResNet(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, out_dim] (official ``final_avg_pool``)."""
-        x = self.stem(x)
-        if self.max_pool:
-            x = tf_same_max_pool_3x3s2(x)
-        x = self.group4(self.group3(self.group2(self.group1(x))))
+    def parts(self) -> tuple[nn.Module, ...]:
+        """The stem and block groups 1-4, in order: official ``fine_tune_after_block=k`` freezes ``parts()[:k+1]``."""
+        return (self.stem, self.group1, self.group2, self.group3, self.group4)
+
+    def forward(self, x: Tensor, frozen_through: int = -1) -> Tensor:
+        """[B, C, H, W] -> [B, out_dim] (official ``final_avg_pool``).
+
+        ``frozen_through=k`` (0-4) runs ``parts()[:k+1]`` without autograd: the official ``stop_gradient`` before
+        block group k+1 under ``fine_tune_after_block=k`` (nothing upstream is trained, so nothing is recorded).
+        """
+        if frozen_through < 0:
+            x = self.stem(x)
+            if self.max_pool:
+                x = tf_same_max_pool_3x3s2(x)
+            x = self.group4(self.group3(self.group2(self.group1(x))))
+            return x.mean((2, 3))
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(False):
+            x = self.stem(x)
+            if self.max_pool:
+                x = tf_same_max_pool_3x3s2(x)
+        for i, group in enumerate((self.group1, self.group2, self.group3, self.group4), start=1):
+            with torch.set_grad_enabled(grad and i > frozen_through):
+                x = group(x)
         return x.mean((2, 3))
 
     def extra_repr(self) -> str:

@@ -66,16 +66,18 @@ class Classifier(nn.Module):
 
     One class for fine-tuning (neck = ``ProjectionHead.truncated(ft_proj_selector)``), supervised
     baselines and distillation students (neck ``None`` = identity), and linear evaluation
-    (``freeze_backbone=True``: the backbone runs without gradients and with its BN in eval mode,
-    as the official ``fine_tune_after_block=4`` makes it non-trainable).
+    (``fine_tune_after_block=4``).
 
     Args:
         backbone: module mapping images to [B, backbone.out_dim].
         neck: module mapping [B, backbone.out_dim] to [B, neck.out_dim]; ``None`` or
             ``nn.Identity()`` for none.
         num_classes: output classes.
-        freeze_backbone: linear evaluation.
-        zero_init_head: official ``zero_init_logits_layer``.
+        fine_tune_after_block: official flag: -1 trains everything; k = 0..4 freezes the stem and block groups
+            1..k (:meth:`ResNet.parts`; 4 = the whole backbone, any module, linear evaluation). Frozen parts
+            get no gradient and keep their BN in eval mode (statistics unchanged), as the official
+            non-trainable Keras layers; the neck and the classifier always train.
+        zero_init_head: official ``zero_init_logits_layer``: weights and bias of the classifier start at 0.
     """
 
     def __init__(
@@ -83,13 +85,17 @@ class Classifier(nn.Module):
         backbone: ResNet | nn.Module,
         neck: nn.Module | None,
         num_classes: int,
-        freeze_backbone: bool = False,
+        fine_tune_after_block: int = -1,
         zero_init_head: bool = False,
     ) -> None:
         super().__init__()
         backbone_dim = getattr(backbone, "out_dim", None)
         if not isinstance(backbone_dim, int):
             raise ValueError("backbone must expose an int `out_dim`")
+        if not -1 <= fine_tune_after_block <= 4:
+            raise ValueError(f"fine_tune_after_block must be in -1..4, got {fine_tune_after_block!r}")
+        if 0 <= fine_tune_after_block < 4 and not isinstance(backbone, ResNet):
+            raise ValueError(f"fine_tune_after_block={fine_tune_after_block} freezes block groups: needs a ResNet")
         if neck is None or isinstance(neck, nn.Identity):
             neck = nn.Identity()
             in_dim = backbone_dim
@@ -101,24 +107,37 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.neck = neck
         self.fc = SupervisedHead(in_dim, num_classes, zero_init=zero_init_head)
-        self.freeze_backbone = bool(freeze_backbone)
-        if self.freeze_backbone:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-            self.backbone.eval()
+        self.fine_tune_after_block = int(fine_tune_after_block)
+        for part in self.frozen_parts():
+            part.requires_grad_(False)
+            part.eval()
+
+    def frozen_parts(self) -> list[nn.Module]:
+        """The backbone parts ``fine_tune_after_block`` freezes (looked up each time: a global-BN conversion
+        replaces the BN modules inside them, not the parts)."""
+        k = self.fine_tune_after_block
+        if k < 0:
+            return []
+        if k == 4:
+            return [self.backbone]
+        assert isinstance(self.backbone, ResNet)
+        return list(self.backbone.parts()[: k + 1])
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()  # frozen BN statistics, as a non-trainable Keras layer
+        for part in self.frozen_parts():
+            part.eval()  # frozen BN statistics, as a non-trainable Keras layer
         return self
 
     def features(self, x: Tensor) -> Tensor:
-        """Backbone features [B, backbone.out_dim] (no gradient when frozen)."""
+        """Backbone features [B, backbone.out_dim] (the frozen parts computed without autograd)."""
         h: Tensor
-        if self.freeze_backbone:
+        k = self.fine_tune_after_block
+        if k == 4:
             with torch.no_grad():
                 h = self.backbone(x)
+        elif k >= 0:
+            h = self.backbone(x, frozen_through=k)
         else:
             h = self.backbone(x)
         return h

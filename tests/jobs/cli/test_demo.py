@@ -94,3 +94,14 @@ def test_data_refused_before_queueing_is_one_error_line(monkeypatch: pytest.Monk
     monkeypatch.setattr(demo, "submit_sweep", submit_sweep)
     assert demo.main(["data=imagefolder", "data.root=/small", "--no-watch"]) == 2
     assert capsys.readouterr().err.startswith("demo: error: 1 task(s) would stop")
+
+
+def test_the_dry_run_prints_the_cost_and_makes_no_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr(demo, "prepare_data", made.append)
+    monkeypatch.setattr(demo, "DEFAULT_DATA_ROOT", tmp_path / "data")
+    assert demo.main(["--dry-run", f"sweep_dir={tmp_path / 'sw'}"]) == 0
+    out = capsys.readouterr().out
+    assert "# cost before the queue" in out and "#   pretrain" in out and out.count("#SBATCH --array=") == 5
+    assert made == [] and not (tmp_path / "sw").exists()

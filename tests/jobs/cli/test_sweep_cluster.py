@@ -253,3 +253,42 @@ def test_a_data_set_too_small_for_a_batch_is_refused_before_anything_is_queued(
     names = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout.split()
     assert not [n for n in names if n.startswith(f"simclr-{name}-")]
     assert not (sweep / "slurm").exists()  # no submitit folder: no sbatch was prepared
+
+
+# A 2-point cut of each paper preset (jobs/conf/sweep/simclrv2_*.yaml), the tiny model on the local cluster: the
+# recipes' own keys (LARS with sqrt scaling, blur, the zero-initialised classifier, the frozen backbone) run
+# through the real stages end to end. Grids are cut where their axes or parent selectors name the paper's sizes,
+# and the per-stage resources of the GPU cluster are dropped for the local profile's.
+# (a resources dict merges onto the preset's, so each GPU-cluster key is set back to the local profile's value)
+LOCAL_RESOURCES = {"nodes": 1, "time_min": 60, "max_num_timeout": 3}
+PRESET_CUTS = {
+    "simclrv2_imagenet": [
+        "stages.pretrain.grid=[{axes:{model.depth:[18]}}]",
+        "stages.finetune.grid=[{axes:{finetune.label_fraction:[0.1],finetune.ft_proj_selector:[1]}}]",
+        "stages.supervised.grid=[{}]", "stages.distill.grid=[{}]",
+        "stages.supervised.enabled=false", "stages.linear_eval.enabled=false", "stages.distill.enabled=false",
+        *(f"stages.{stage}.resources.{key}={value}" for stage in ("pretrain", "finetune")
+          for key, value in LOCAL_RESOURCES.items()),
+    ],
+    # (its resources set only time limits and requeues, which the local cluster takes as they are)
+    "simclrv2_cifar10": ["cluster.gpus_per_node=0", "finetune.label_fraction=0.5"],
+}
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("preset", sorted(PRESET_CUTS))
+def test_a_two_point_cut_of_each_paper_preset_runs_end_to_end(preset: str, tiny_root: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    ov = [f"sweep_dir={sweep}", "cluster=local", "report.enabled=false", f"data.root={tiny_root}",
+          "data.eval_split=test", "data.num_workers=0", "model.width=0.125", "train.epochs=1", *TINY[1:],
+          *PRESET_CUTS[preset]]
+    sub = run_sweep(preset, ov, printer=lambda *_: None)
+    manifest = read_manifest(sweep)
+    assert len(manifest.tasks) == 2 and len(sub.arrays) == 2
+    rows, _ = _settle(sweep, 420)
+    assert all(r.state == "DONE" for r in rows), [(r.stage, r.point, r.state) for r in rows]
+    child = next(t for t in manifest.tasks if t.parent is not None)
+    cfg = json.loads((Path(child.run_dir) / "config.json").read_text())
+    assert cfg["finetune"]["zero_init_logits"] is True and cfg["model"]["cifar_stem"] is True
+    status = json.loads((Path(child.run_dir) / "status.json").read_text())
+    assert 0 <= status["final"]["test/top1"] <= 100

@@ -36,7 +36,7 @@ def test_the_conf_folder_is_the_packages_jobs_conf() -> None:
     assert CONF_DIR == REPO / "jobs" / "conf"
     assert (CONF_DIR / "pretrain.yaml").is_file() and conf_path("sweep", "demo.yaml").is_file()
     assert group_options("cluster") == ["example_gpu", "local", "local_executor"]
-    assert group_options("sweep") == ["demo", "tiny"]
+    assert group_options("sweep") == ["demo", "simclrv2_cifar10", "simclrv2_imagenet", "tiny"]
 
 
 @pytest.mark.parametrize("name, ok", [("demo", True), ("my-gpu_2.v1", True), ("../demo", False), ("a/b", False),

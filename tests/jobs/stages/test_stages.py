@@ -102,6 +102,34 @@ def test_finetune_starts_from_the_pretrained_weights(chain: dict[str, Path], tin
         assert torch.equal(neck[k], layer0[k]), k
 
 
+@pytest.mark.parametrize("stage", ["finetune", "linear_eval"])
+def test_the_classifier_starts_at_zero_logits(chain: dict[str, Path], tiny_root: Path, tmp_path: Path, stage: str) -> None:
+    """Official zero_init_logits_layer, the default of fine-tuning and linear eval: step 0 predicts uniformly."""
+    from jobs.stages.finetune import build
+
+    x = next(iter(builders.loader(cfg_for(stage, tmp_path, tiny_root, "x", parent=chain["pretrain"]),
+                                  split="test", mode="eval", distributed=False).epoch_iter(0)))["image"]
+    for zero in (True, False):
+        cfg = cfg_for(stage, tmp_path, tiny_root, f"z{zero}", f"finetune.zero_init_logits={zero}",
+                      parent=chain["pretrain"])
+        model = build(cfg, torch.device("cpu")).model
+        model.train()
+        logits = model(x)
+        assert torch.equal(logits, torch.zeros_like(logits)) == zero
+
+
+def test_fine_tune_after_block_reaches_the_model_and_the_optimizer(chain: dict[str, Path], tiny_root: Path,
+                                                                     tmp_path: Path) -> None:
+    from jobs.stages.finetune import build
+
+    cfg = cfg_for("finetune", tmp_path, tiny_root, "fz", "finetune.fine_tune_after_block=2", parent=chain["pretrain"])
+    parts = build(cfg, torch.device("cpu"))
+    frozen = {n for n, p in parts.model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("backbone.stem.", "backbone.group1.", "backbone.group2.")) for n in frozen)
+    trained = {id(p) for g in parts.optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in parts.model.parameters() if p.requires_grad}
+
+
 def test_crop_area_setting_reaches_the_augmentation(tiny_root: Path, tmp_path: Path) -> None:
     loaders = {a: builders.loader(cfg_for("pretrain", tmp_path, tiny_root, "c", f"data.min_crop_area={a}"), split="train",
                                   mode="two_view", distributed=False) for a in (0.08, 0.9)}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jobs.config.stage import compose, to_dict
+from jobs.config.stage import compose, legacy_hidden, to_dict
 from jobs.sweep.expand import (
     PointComposer,
     SweepError,
@@ -227,11 +227,9 @@ def test_speed_and_bookkeeping_knobs_do_not_move_a_point(tmp_path: Path) -> None
     assert knobs[0].config["data"]["num_workers"] == 7  # the task still runs with the new value
     moved = expand(sweep(tmp_path, TWO_BY_TWO, overrides=["data.root=/data/y", "train.max_steps=3"]))
     assert not {t.key for t in moved} & {t.key for t in base}
-    # a config that keeps the knobs' defaults hashes as before the knobs were neutralised (no sweep re-trains),
-    # and as before the keys added since (the memory's, at their defaults: off) existed
-    cfg = {k: v for k, v in base[0].config.items() if k not in ("run_dir", "seed", "sweep", "point")}
-    assert {"memory_size", "memory_momentum"} <= set(cfg["pretrain"])
-    cfg["pretrain"] = {k: v for k, v in cfg["pretrain"].items() if k not in ("memory_size", "memory_momentum")}
+    # a config that keeps the knobs' defaults hashes as before the knobs were neutralised (no sweep re-trains)
+    # (and the keys added since, at the values that did what runs did before them: ADDED_KEYS)
+    cfg = {k: v for k, v in legacy_hidden(base[0].config).items() if k not in ("run_dir", "seed", "sweep", "point")}
     old = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:8]
     assert base[0].hash == old
 
@@ -253,6 +251,47 @@ def test_memory_size_is_an_ablation_axis_with_a_short_name(tmp_path: Path) -> No
     tasks = expand(sweep(tmp_path, {"pretrain": {"grid": [{"axes": {"pretrain.memory_size": [0, 4096]}}]}}))
     assert sorted(t.point for t in tasks) == ["mem0", "mem4096"]
     assert sorted(t.config["pretrain"]["memory_size"] for t in tasks) == [0, 4096]
+
+
+# The demo's run folders before issue 19 added model.cifar_stem=auto, finetune.zero_init_logits and
+# finetune.fine_tune_after_block (expanded at bb9f60b): the demo pins what it ran, so it finds the same folders
+# and, the hash covering the whole resolved config, trains exactly what it trained.
+DEMO_RUNS_BEFORE_ISSUE_19 = [
+    "pretrain/resnet18_w025-34da51df-s0", "pretrain/resnet18_w05-e03f5f16-s0",
+    "supervised/resnet18_w025-lf0.01-784896a0-s0", "supervised/resnet18_w025-lf0.01-784896a0-s1",
+    "supervised/resnet18_w025-lf0.01-784896a0-s2", "supervised/resnet18_w025-lf0.1-f63a8736-s0",
+    "finetune/resnet18_w025-lf0.01-sel1-b1151ab4-s0", "finetune/resnet18_w025-lf0.01-sel1-b1151ab4-s1",
+    "finetune/resnet18_w025-lf0.01-sel1-b1151ab4-s2", "finetune/resnet18_w025-lf0.01-sel0-a27de2ca-s0",
+    "finetune/resnet18_w025-lf0.01-sel0-a27de2ca-s1", "finetune/resnet18_w025-lf0.01-sel0-a27de2ca-s2",
+    "finetune/resnet18_w05-lf0.01-sel1-f0691da1-s0", "finetune/resnet18_w025-lf0.1-sel1-f78c20e3-s0",
+    "linear_eval/resnet18_w025-d20aa693-s0", "linear_eval/resnet18_w05-924992bb-s0",
+    "distill/resnet18_w025-from-resnet18_w05-lf0.01-sel1-4784898e-s0",
+    "distill/resnet18_w025-from-resnet18_w025-lf0.01-sel1-47fb2bb7-s0",
+    "distill/resnet18_w025-from-resnet18_w025-lf0.01-sel1-47fb2bb7-s1",
+    "distill/resnet18_w025-from-resnet18_w025-lf0.01-sel1-47fb2bb7-s2",
+]
+
+
+def test_the_demo_trains_what_it_trained_before_the_official_defaults() -> None:
+    tasks = expand(compose_sweep("demo"))
+    assert [t.key for t in tasks] == DEMO_RUNS_BEFORE_ISSUE_19
+    for t in tasks:
+        f = t.config["finetune"]
+        assert t.config["model"]["cifar_stem"] is True
+        if t.stage in ("finetune", "linear_eval", "supervised"):
+            assert f["zero_init_logits"] is False
+            assert f["fine_tune_after_block"] == (4 if t.stage == "linear_eval" else -1)
+        if t.stage == "linear_eval":
+            assert f["augment"] is False
+
+
+def test_an_added_key_moves_a_point_only_where_it_changes_what_runs(tmp_path: Path) -> None:
+    base = {t.key for t in expand(sweep(tmp_path, TWO_BY_TWO))}  # zero_init_logits: true (the default)
+    zero = expand(sweep(tmp_path, TWO_BY_TWO, overrides=["data.root=/data/x", "train.max_steps=3",
+                                                         "finetune.zero_init_logits=false"]))
+    # pretraining does not read it: same folders; fine-tuning does: new ones
+    assert {t.key for t in zero if t.stage == "pretrain"} <= base
+    assert not {t.key for t in zero if t.stage == "finetune"} & base
 
 
 def test_render_value_round_trips_through_hydra() -> None:

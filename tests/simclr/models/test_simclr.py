@@ -64,7 +64,7 @@ def test_classifier_identity_neck() -> None:
 def test_linear_eval_freezes_backbone_and_its_bn_statistics() -> None:
     torch.manual_seed(0)
     backbone = build_backbone(18, 0.25, cifar_stem=True)
-    clf = Classifier(backbone, None, 4, freeze_backbone=True)
+    clf = Classifier(backbone, None, 4, fine_tune_after_block=4)
     clf.train()
     assert not backbone.training and clf.fc.training
     bn = backbone.stem[1]
@@ -74,6 +74,42 @@ def test_linear_eval_freezes_backbone_and_its_bn_statistics() -> None:
     assert torch.equal(bn.running_mean, before)
     assert all(not p.requires_grad and p.grad is None for p in backbone.parameters())
     assert clf.fc.weight.grad is not None
+
+
+@pytest.mark.parametrize("after_block", [-1, 0, 1, 2, 3, 4])
+def test_fine_tune_after_block_trains_exactly_the_parts_after_it(after_block: int) -> None:
+    """Official fine_tune_after_block: the stem and block groups 1..k get no gradient and keep their BN
+    statistics; everything after them, the kept head layer and the classifier train."""
+    torch.manual_seed(0)
+    backbone = build_backbone(18, 0.25, cifar_stem=True)
+    head = ProjectionHead(backbone.out_dim, 3)
+    clf = Classifier(backbone, head.truncated(1), 4, fine_tune_after_block=after_block)
+    clf.train()
+    frozen = backbone.parts()[: after_block + 1]
+    frozen_ids = {id(p) for part in frozen for p in part.parameters()}
+    stats = {name: b.clone() for name, b in backbone.named_buffers() if "running" in name}
+    loss = nn.functional.cross_entropy(clf(torch.randn(6, 3, 16, 16) * 2 + 1), torch.arange(6) % 4)
+    loss.backward()
+    for name, p in clf.named_parameters():
+        assert (p.grad is None) == (id(p) in frozen_ids), name
+    frozen_names = {f"{pname}.{n}" for pname, part in backbone.named_children() if any(part is f for f in frozen)
+                    for n, _ in part.named_buffers()}
+    for name, before in stats.items():
+        changed = not torch.equal(dict(backbone.named_buffers())[name], before)
+        assert changed == (name not in frozen_names), name
+    assert all(not part.training for part in frozen) and clf.fc.training and clf.neck.training
+    assert sum(p.grad is not None for p in clf.parameters()) > 0
+
+
+def test_fine_tune_after_block_needs_a_resnet_for_block_groups() -> None:
+    class Flat(nn.Linear):
+        out_dim = 3
+
+    Classifier(Flat(5, 3), None, 2, fine_tune_after_block=4)  # any backbone freezes whole
+    with pytest.raises(ValueError, match="ResNet"):
+        Classifier(Flat(5, 3), None, 2, fine_tune_after_block=2)
+    with pytest.raises(ValueError, match="-1..4"):
+        Classifier(build_backbone(18, 0.25, cifar_stem=True), None, 2, fine_tune_after_block=5)
 
 
 def test_simclr_model_rejects_bad_probe_selector() -> None:

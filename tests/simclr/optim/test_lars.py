@@ -105,7 +105,7 @@ def test_param_groups_follow_official_exclusions() -> None:
 
 
 def test_param_groups_skip_frozen_parameters() -> None:
-    clf = Classifier(build_backbone(18, 0.25, cifar_stem=True), None, 5, freeze_backbone=True)
+    clf = Classifier(build_backbone(18, 0.25, cifar_stem=True), None, 5, fine_tune_after_block=4)
     groups = param_groups_for_lars(clf, 0.0)
     params = [p for g in groups for p in g["params"]]
     assert len(params) == 2 and all(p.requires_grad for p in params)
