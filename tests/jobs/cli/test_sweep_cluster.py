@@ -267,6 +267,7 @@ PRESET_CUTS = {
         "stages.finetune.grid=[{axes:{finetune.label_fraction:[0.1],finetune.ft_proj_selector:[1]}}]",
         "stages.supervised.grid=[{}]", "stages.distill.grid=[{}]",
         "stages.supervised.enabled=false", "stages.linear_eval.enabled=false", "stages.distill.enabled=false",
+        "pretrain.memory_size=64",  # the preset's 65,536 is more than the tiny split (refused before the queue)
         *(f"stages.{stage}.resources.{key}={value}" for stage in ("pretrain", "finetune")
           for key, value in LOCAL_RESOURCES.items()),
     ],
