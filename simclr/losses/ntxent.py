@@ -22,6 +22,7 @@ columns and the M queue entries. Without memory (``None`` or M = 0) the code pat
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -38,40 +39,55 @@ LARGE_NUM = 1e9
 MEMORY_CHUNK = 4096
 
 
+# exp() of a float32 logit stays a normal number, and a sum of M of them finite, while every |logit| <= BOUND - ln M.
+_EXP_SAFE = 80.0
+
+
 class _QueueLogSumExp(torch.autograd.Function):
     """``logsumexp(queries @ queue.T, dim=1)`` [R] for queries [R, D] and a queue [M, D] without gradient.
 
-    Block by block of the queue: the block's matmul, its row max, exp in place, its sum; the exp'd blocks are
-    what backward multiplies by the queue (grad = softmax @ queue), so the [R, M] logits are never re-read for a
+    Block by block of the queue: the block's matmul, exp in place, its row sum; the exp'd blocks are what
+    backward multiplies by the queue (grad = softmax @ queue), so the [R, M] logits are never re-read for a
     max, exp'd twice or written again as a gradient (torch.logsumexp's forward and backward do all three).
+
+    ``bound``: a bound on every |logit| known to the caller (1/tau for unit rows). Where ``bound + ln M`` is
+    below ``_EXP_SAFE`` nothing can overflow or underflow, so the logits are exp'd as they are, with no max
+    pass; otherwise each block is shifted by its own row max first.
     """
 
     @staticmethod
-    def forward(ctx: Any, queries: Tensor, queue: Tensor, chunk: int) -> Tensor:
+    def forward(ctx: Any, queries: Tensor, queue: Tensor, chunk: int, bound: float) -> Tensor:
+        shifted = bound + math.log(queue.shape[0]) >= _EXP_SAFE
         exps, maxes, sums = [], [], []
         for block in torch.split(queue, chunk):
             e = queries @ block.t()  # [R, C]
-            m = e.amax(dim=1, keepdim=True)
-            e.sub_(m).exp_()
+            if shifted:
+                m = e.amax(dim=1, keepdim=True)
+                e.sub_(m)
+                maxes.append(m.squeeze(1))
+            e.exp_()
             exps.append(e)
-            maxes.append(m.squeeze(1))
             sums.append(e.sum(dim=1))
-        mx = torch.stack(maxes)  # [blocks, R]
-        top = mx.amax(dim=0)
-        lse = top + (torch.stack(sums) * (mx - top).exp()).sum(dim=0).log()
+        if shifted:
+            mx = torch.stack(maxes)  # [blocks, R]
+            top = mx.amax(dim=0)
+            lse = top + (torch.stack(sums) * (mx - top).exp()).sum(dim=0).log()
+        else:
+            mx = torch.zeros(len(sums), queries.shape[0], dtype=queries.dtype, device=queries.device)
+            lse = torch.stack(sums).sum(dim=0).log()
         ctx.save_for_backward(queue, lse, mx, *exps)
         ctx.chunk = chunk
         return lse
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         queue, lse, mx, *exps = ctx.saved_tensors
-        # softmax over the whole row = block exp * exp(block max - lse)
+        # softmax over the whole row = block exp * exp(block shift - lse)
         scale = (mx - lse).exp() * grad  # [blocks, R]
         out = torch.zeros(scale.shape[1], queue.shape[1], dtype=queue.dtype, device=queue.device)
         for i, (e, block) in enumerate(zip(exps, torch.split(queue, ctx.chunk))):
             out.addcmul_(e @ block, scale[i].unsqueeze(1))
-        return out, None, None
+        return out, None, None, None
 
 
 def nt_xent(
@@ -156,7 +172,8 @@ def _nt_xent_memory_fp32(
     logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
     # The in-batch and memory parts' log-sum-exps are combined, so the [2B, 2N + M] matrix that a concatenation
     # and cross_entropy would build (M = 65536: 2B x M floats) is never copied.
-    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK)
+    # rows of queries have norm 1/tau and the queue's rows norm 1: every logit lies in [-1/tau, 1/tau]
+    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK, 1.0 / temperature)
     lse = torch.logaddexp(torch.logsumexp(logits, dim=1), memory_lse)
     positive = logits[rows, torch.cat([idx + n, idx])]
     loss = (lse - positive).sum() / b

@@ -142,7 +142,8 @@ def test_memory_matches_the_reference_with_gradients() -> None:
 @pytest.mark.parametrize("chunk", [1, 4, 9, 100])
 def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     """The queue's log-sum-exp block by block (blocks of one entry, uneven blocks, one block): the same loss and
-    gradients, also at tau 0.05 where the blocks' maxima are far apart."""
+    gradients, also at tau 0.05 where the blocks' maxima are far apart, and at tau 0.01, where exp() of a logit
+    (up to 1/tau = 100) overflows float32 and each block must be shifted by its max."""
     import simclr.losses.ntxent as ntxent
 
     monkeypatch.setattr(ntxent, "MEMORY_CHUNK", chunk)
@@ -151,8 +152,9 @@ def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch,
     z2 = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     queue = F.normalize(torch.randn(11, 6), dim=1)
     queue[3] = F.normalize(z1.detach()[0].float(), dim=0)  # one entry very close to an anchor: a large block max
-    for tau in (0.5, 0.05):
+    for tau in (0.5, 0.05, 0.01):
         loss, _, _ = nt_xent(z1, z2, tau, memory=queue)
+        assert torch.isfinite(loss)
         ref = reference_with_memory(z1, z2, tau, queue)
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
         for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
