@@ -66,6 +66,8 @@ def test_imagenet_preset_is_the_papers_recipe() -> None:
             assert math.isclose(o["base_lr"] * math.sqrt(t["batch_size"]), 6.4)
             assert (o["weight_decay"], o["warmup_epochs"], c["pretrain"]["temperature"]) == (1e-4, 40, 0.1)
             assert (c["data"]["strength"], c["data"]["blur"]) == (1.0, True)
+            # sec. 3: "The memory buffer is set to 64K, and exponential moving average (EMA) decay is set to 0.999"
+            assert (c["pretrain"]["memory_size"], c["pretrain"]["memory_momentum"]) == (65536, 0.999)
         if stage == "finetune":
             big = c["model"]["width"] > 1 or c["model"]["sk_ratio"] > 0
             peak = o["base_lr"] * math.sqrt(t["batch_size"])
