@@ -1,7 +1,8 @@
 """The demo's quality bar (issue 8): SimCLRv2 vs supervised-only at 1% labels, at a fixed pretraining budget.
 
     python -m benchmarks.demo_quality [--budget-min 10] [--seeds 0 1 2] [--distill-epochs 8] [--jobs 2] [--quick]
-                                      [--memory-size 0 65536]
+                                      [--memory-size 0 16384 [--memory-budget time|steps] [--memory-momentum M]
+                                       [--no-distill]]
 
 Same architecture as the peer measurement (lightly's SimCLR recipe: ResNet-18, CIFAR stem, base width 16 =
 width 0.25, 0.7 M parameters; 10 minutes of pretraining on this machine; fine-tuning on the 600 labelled
@@ -19,9 +20,14 @@ The recipe of each stage is in PRETRAIN / LABELLED (supervised and fine-tuning) 
 distilled >= supervised + 5 and above its teacher.
 
 ``--memory-size`` (SimCLRv2's memory, ``pretrain.memory_size``; default 0 = none) takes several sizes: one
-pretraining run per size, each of the SAME number of steps (calibrated without memory: the paper's comparisons
-are at equal epochs; the memory's extra wall time is in the record), each fine-tuned and distilled per seed; the
-supervised baseline is shared. The headline is the first size's; ``by_memory`` holds every size's figures."""
+pretraining run per size, each fine-tuned (and distilled) per seed; the supervised baseline is shared. By
+``--memory-budget``: ``time`` (default, issue 20's "same 10-minute budget") calibrates each size's own step time
+with its queue full and gives it the steps that fit the budget; ``steps`` gives every size the steps of the
+run without memory (the paper's comparisons are at equal epochs; the memory's extra wall time is in the record).
+The headline is the first size's; ``by_memory`` holds every size's figures. With size 0 among them, a second
+record, ``demo_quality_memory``, compares each other size with none: its fine-tuned gain over supervised minus
+the gain without memory, paired by seed, with a 95% interval (goal: >= +1 point), and the kNN of each
+pretraining. ``--no-distill`` leaves the distillation out (that comparison needs kNN and fine-tuning only)."""
 
 from __future__ import annotations
 
@@ -91,7 +97,8 @@ def _run(job: tuple[str, str, list[str], int]) -> tuple[str, dict[str, Any], flo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget-min", type=float, default=10.0, help="pretraining wall-clock budget")
+    ap.add_argument("--budget-min", type=float, default=None,
+                    help="pretraining wall-clock budget (default 10; with --quick: 6 steps, no calibration)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune-epochs", type=int, default=100)
     ap.add_argument("--distill-epochs", type=int, default=8)
@@ -103,10 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/simclr-suite/bench/demo_quality")
     ap.add_argument("--memory-size", type=int, nargs="+", default=[0],
                     help="pretrain.memory_size of the pretraining runs, one run per size (0 = no memory)")
+    ap.add_argument("--memory-momentum", type=float, default=None,
+                    help="pretrain.memory_momentum of the runs with memory (default: the stage's)")
+    ap.add_argument("--memory-budget", choices=("time", "steps"), default="time",
+                    help="time: each memory size pretrains for the budget's wall time (its own calibration); "
+                         "steps: for the steps of the run without memory")
+    ap.add_argument("--no-distill", action="store_true",
+                    help="fine-tune only, no distillation (with several --memory-size: the memory comparison)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images (not a figure)")
     args = ap.parse_args(argv)
     if any(m < 0 for m in args.memory_size) or len(set(args.memory_size)) != len(args.memory_size):
         ap.error(f"--memory-size: distinct sizes >= 0, got {args.memory_size}")
+    if args.no_distill and (len(args.memory_size) < 2 or 0 not in args.memory_size):
+        ap.error("--no-distill: only for the memory comparison (--memory-size 0 and another size); the headline "
+                 "of a single run is its distilled student")
     if not args.quick:
         _reexec_with_tcmalloc()
 
@@ -126,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     # One folder per pretraining recipe and, inside it, one per recipe of the later stages: a rerun reuses every
     # finished run of its recipe, and a change to fine-tuning or distillation alone reuses the pretraining run
     # (a run folder refuses a different config, jobs.stages.runner.check_same_run).
+    if args.budget_min is None and not args.quick:
+        args.budget_min = 10.0
     pre_tag = "quick" if args.quick else f"b{args.budget_min:g}-{_digest(PRETRAIN)}"
     pre_work = args.work / pre_tag
     work = pre_work / _digest([LABELLED, FINETUNE, DISTILL, args.finetune_epochs, args.distill_epochs])
@@ -141,34 +160,56 @@ def main(argv: list[str] | None = None) -> int:
     pre_common = [*PRETRAIN, "train.epochs=1000", "pretrain.knn_every_epochs=0"]
     if args.quick:
         pre_common = ["train.epochs=1000", "pretrain.knn_every_epochs=0"]
-        steps = 6
-    elif (pre_work / "pretrain" / "config.json").is_file():
-        # a rerun: the budget was turned into steps when this recipe's pretraining started
-        steps = int(RunFolder(pre_work / "pretrain").read_config()["train"]["max_steps"])
-        print(f"[demo_quality] reusing {pre_work / 'pretrain'}: {steps} pretraining steps", flush=True)
-    else:
+    momentum = [] if args.memory_momentum is None else [f"pretrain.memory_momentum={args.memory_momentum}"]
+
+    def memory_over(memory: int) -> list[str]:
+        return [f"pretrain.memory_size={memory}", *momentum] if memory else []
+
+    def budget_steps(folder: Path, memory: int) -> int:
+        """The steps of one pretraining run: those its folder was started with, or the budget over the step
+        time measured by a timed run of this recipe (the first 20 steps, and those that fill the queue, untimed:
+        allocator and cache warm-up, and a queue that costs less while it fills)."""
+        if args.budget_min is None:
+            return 6
+        if (folder / "pretrain" / "config.json").is_file():
+            # a rerun: the budget was turned into steps when this recipe's pretraining started
+            steps = int(RunFolder(folder / "pretrain").read_config()["train"]["max_steps"])
+            print(f"[demo_quality] reusing {folder / 'pretrain'}: {steps} pretraining steps", flush=True)
+            return steps
         t0 = time.time()
-        _run(job("pretrain", "calibrate", pre_common + ["train.max_steps=40", "train.log_every=10"], args.threads, pre_work))
-        # The loop's own log times over steps 20-40 (the first steps run slower: allocator and cache warm-up;
-        # a 20-step mean came out 645 and 802 pairs/s for one recipe).
-        rows = [json.loads(line) for line in (pre_work / "calibrate" / "metrics.jsonl").read_text().splitlines()]
+        batch, timed = (32, 4) if args.quick else (256, 20)
+        warm = timed + -(-memory // batch)
+        _run(job("pretrain", "calibrate", pre_common + memory_over(memory) +
+                 [f"train.max_steps={warm + timed}", "train.log_every=1"], args.threads, folder))
+        rows = [json.loads(line) for line in (folder / "calibrate" / "metrics.jsonl").read_text().splitlines()]
         at = {r["step"]: r["time"] for r in rows if r["name"] == "images_per_s"}
-        pairs_per_s = 20 * 256 / (at[40] - at[20])
-        steps = max(1, int(args.budget_min * 60 * pairs_per_s / 256))
-        print(f"[demo_quality] {pairs_per_s:.0f} pairs/s -> {steps} pretraining steps "
+        pairs_per_s = timed * batch / (at[warm + timed] - at[warm])
+        steps = max(1, int(args.budget_min * 60 * pairs_per_s / batch))
+        print(f"[demo_quality] memory {memory}: {pairs_per_s:.0f} pairs/s -> {steps} pretraining steps "
               f"in {args.budget_min:g} min ({time.time() - t0:.0f} s to calibrate)", flush=True)
-    # One pretraining run per memory size, of the same steps; without memory in the folders of before.
+        return steps
+
+    # One pretraining run per memory size; without memory in the folders of before.
     pres: dict[int, dict[str, Any]] = {}
     pre_dirs: dict[int, Path] = {}
     works: dict[int, Path] = {}
+    pre_steps: dict[int, int] = {}
     for memory in args.memory_size:
-        folder = pre_work if memory == 0 else pre_work.with_name(f"{pre_tag}-mem{memory}")
-        over = [f"train.max_steps={steps}"] + ([f"pretrain.memory_size={memory}"] if memory else [])
+        name = "" if memory == 0 else f"-mem{memory}" + ("-eqtime" if args.memory_budget == "time" else "")
+        if momentum and memory:
+            name += f"-m{args.memory_momentum:g}"
+        folder = pre_work.with_name(pre_tag + name)
+        if memory and args.memory_budget == "steps":
+            pre_steps[memory] = pre_steps.get(0) or budget_steps(pre_work, 0)
+        else:
+            pre_steps[memory] = budget_steps(folder, memory)
+        over = [f"train.max_steps={pre_steps[memory]}", *memory_over(memory)]
         _, pres[memory], _ = _run(job("pretrain", "pretrain", pre_common + over, args.threads, folder))
         pre_dirs[memory] = folder / "pretrain"
         works[memory] = folder / work.name
     first = args.memory_size[0]
     pre = pres[first]
+    steps = pre_steps[first]
 
     # 2. per seed: supervised; fine-tune (head layer 1) then distillation into a student on all 60k images.
     ft_epochs = 3 if args.quick else args.finetune_epochs
@@ -181,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         w, tag = works[memory], "" if memory == first else f"-mem{memory}"
         for seed in args.seeds:
             s = f"seed={seed}"
-            chains.append([
-                job("finetune", f"finetune-s{seed}{tag}", [s, *label, *FINETUNE, f"parent={pre_dirs[memory]}"], per,
-                    w),
-                job("distill", f"distill-s{seed}{tag}", [s, f"finetune.label_fraction={fraction}", *DISTILL,
-                                                         f"train.epochs={dist_epochs}",
-                                                         f"parent={w / f'finetune-s{seed}{tag}'}"], per, w),
-            ])
+            chain = [job("finetune", f"finetune-s{seed}{tag}", [s, *label, *FINETUNE, f"parent={pre_dirs[memory]}"],
+                         per, w)]
+            if not args.no_distill:
+                chain.append(job("distill", f"distill-s{seed}{tag}", [s, f"finetune.label_fraction={fraction}",
+                                                                       *DISTILL, f"train.epochs={dist_epochs}",
+                                                                       f"parent={w / f'finetune-s{seed}{tag}'}"],
+                                 per, w))
+            chains.append(chain)
     for seed in args.seeds:
         chains.append([job("supervised", f"supervised-s{seed}", [f"seed={seed}", *label], per)])
     results: dict[str, tuple[dict[str, Any], float]] = {}
@@ -205,55 +247,106 @@ def main(argv: list[str] | None = None) -> int:
                 for name, status, wall in done:
                     results[name] = (status, wall)
 
-    per_seed: dict[str, list[float]] = {"supervised_1pct": [], "finetune_1pct": [], "distill_1pct": []}
-    for seed in args.seeds:
-        for key, name in (("supervised_1pct", "supervised"), ("finetune_1pct", "finetune"), ("distill_1pct", "distill")):
-            per_seed[key].append(results[f"{name}-s{seed}"][0]["final"]["test/top1"])
+    def top1(name: str) -> float:
+        return float(results[name][0]["final"]["test/top1"])
+
+    stages = (("supervised_1pct", "supervised"), ("finetune_1pct", "finetune")) + (
+        () if args.no_distill else (("distill_1pct", "distill"),))
+    per_seed = {key: [top1(f"{name}-s{seed}") for seed in args.seeds] for key, name in stages}
     mean = {k: statistics.fmean(v) for k, v in per_seed.items()}
-    gain = mean["distill_1pct"] - mean["supervised_1pct"]
     by_memory: dict[str, Any] = {}
     for memory in args.memory_size:
         tag = "" if memory == first else f"-mem{memory}"
-        ft = [results[f"finetune-s{seed}{tag}"][0]["final"]["test/top1"] for seed in args.seeds]
-        di = [results[f"distill-s{seed}{tag}"][0]["final"]["test/top1"] for seed in args.seeds]
+        figures = {key: [top1(f"{name}-s{seed}{tag}") for seed in args.seeds]
+                   for key, name in stages if name != "supervised"}
         by_memory[str(memory)] = {
-            "finetune_1pct": round(statistics.fmean(ft), 2), "distill_1pct": round(statistics.fmean(di), 2),
-            "per_seed": {"finetune_1pct": ft, "distill_1pct": di},
+            **{key: round(statistics.fmean(v), 2) for key, v in figures.items()},
+            "per_seed": figures,
+            "pretrain_steps": pre_steps[memory],
             "pretrain_wall_s": round(pres[memory]["wall_time_s"], 1),
             "pretrain_knn_top1": pres[memory]["final"].get("test/knn_top1"),
         }
     from benchmarks._result import write_result
 
-    out = write_result(
-        "demo_quality_quick" if args.quick else "demo_quality",
-        round(gain, 2),
-        "points (test top-1, distilled student - supervised-only, 1% labels)",
-        "supervised-only at 1% labels, same architecture and fine-tuning budget",
-        round(mean["supervised_1pct"], 2),
-        "finetune >= supervised + 4; distilled >= supervised + 5 and > teacher (issue 8)",
-        supervised_1pct=round(mean["supervised_1pct"], 2),
-        finetune_1pct=round(mean["finetune_1pct"], 2),
-        teacher_1pct=round(mean["finetune_1pct"], 2),
-        distill_1pct=round(mean["distill_1pct"], 2),
+    common_fields: dict[str, Any] = dict(
         seeds=args.seeds,
-        per_seed=per_seed,
         recipe={"pretrain": PRETRAIN, "labelled": LABELLED, "finetune": FINETUNE, "distill": DISTILL},
-        pretrain_steps=steps,
-        pretrain_wall_s=round(pre["wall_time_s"], 1),
-        pretrain_knn_top1=pre["final"].get("test/knn_top1"),
         stage_wall_s={name: round(wall, 1) for name, (_, wall) in sorted(results.items())},
         budget_min=args.budget_min,
         finetune_epochs=ft_epochs,
-        distill_epochs=dist_epochs,
         threads=args.threads,
         jobs=args.jobs,
-        # a difference has no meaningful ratio to an accuracy: report the student's relative accuracy instead
-        ratio=round(mean["distill_1pct"] / mean["supervised_1pct"], 4) if mean["supervised_1pct"] else None,
-        memory_size=first,
-        by_memory=by_memory,
     )
-    print(f"[demo_quality] {json.dumps(mean)} gain {gain:+.2f} -> {out}")
+    if not args.no_distill:
+        gain = mean["distill_1pct"] - mean["supervised_1pct"]
+        out = write_result(
+            "demo_quality_quick" if args.quick else "demo_quality",
+            round(gain, 2),
+            "points (test top-1, distilled student - supervised-only, 1% labels)",
+            "supervised-only at 1% labels, same architecture and fine-tuning budget",
+            round(mean["supervised_1pct"], 2),
+            "finetune >= supervised + 4; distilled >= supervised + 5 and > teacher (issue 8)",
+            supervised_1pct=round(mean["supervised_1pct"], 2),
+            finetune_1pct=round(mean["finetune_1pct"], 2),
+            teacher_1pct=round(mean["finetune_1pct"], 2),
+            distill_1pct=round(mean["distill_1pct"], 2),
+            per_seed=per_seed,
+            pretrain_steps=steps,
+            pretrain_wall_s=round(pre["wall_time_s"], 1),
+            pretrain_knn_top1=pre["final"].get("test/knn_top1"),
+            distill_epochs=dist_epochs,
+            # a difference has no meaningful ratio to an accuracy: report the student's relative accuracy instead
+            ratio=round(mean["distill_1pct"] / mean["supervised_1pct"], 4) if mean["supervised_1pct"] else None,
+            memory_size=first,
+            by_memory=by_memory,
+            **common_fields,
+        )
+        print(f"[demo_quality] {json.dumps(mean)} gain {gain:+.2f} -> {out}")
+    if 0 in args.memory_size and len(args.memory_size) > 1:
+        out = _write_memory_comparison(args, per_seed["supervised_1pct"], by_memory, common_fields)
+        print(f"[demo_quality] memory comparison -> {out}")
     return 0
+
+
+def _write_memory_comparison(args: argparse.Namespace, supervised: list[float], by_memory: dict[str, Any],
+                             common_fields: dict[str, Any]) -> Path:
+    """Issue 20's bar: with memory, the fine-tuned model's gain over the supervised baseline is at least 1 point
+    larger than without. The supervised runs are shared, so per seed that is fine-tuned(memory) - fine-tuned(none);
+    paired by seed with a 95% t-interval (analysis.stats, as the report's comparisons)."""
+    from analysis.stats import paired_difference
+    from benchmarks._result import write_result
+
+    sup = dict(zip(args.seeds, supervised))
+    none = dict(zip(args.seeds, by_memory["0"]["per_seed"]["finetune_1pct"]))
+    gain_none = paired_difference(none, sup)
+    comparisons: dict[str, Any] = {}
+    for size in (m for m in args.memory_size if m):
+        fig = by_memory[str(size)]
+        mem = dict(zip(args.seeds, fig["per_seed"]["finetune_1pct"]))
+        diff, gain = paired_difference(mem, none), paired_difference(mem, sup)
+        comparisons[str(size)] = {
+            "gain_difference": round(diff.mean, 2), "interval": [round(diff.lo, 2), round(diff.hi, 2)],
+            "label": diff.label(), "gain_over_supervised": gain.label(),
+            "knn_top1": fig["pretrain_knn_top1"], "knn_top1_without": by_memory["0"]["pretrain_knn_top1"],
+            "pretrain_steps": fig["pretrain_steps"], "pretrain_steps_without": by_memory["0"]["pretrain_steps"],
+        }
+    head = comparisons[str(next(m for m in args.memory_size if m))]
+    return write_result(
+        "demo_quality_memory_quick" if args.quick else "demo_quality_memory",
+        head["gain_difference"],
+        "points (fine-tuned gain over supervised with memory - without; 1% labels, paired by seed)",
+        f"the same pretraining without memory, same {args.memory_budget} budget",
+        round(gain_none.mean, 2),
+        "gain over supervised at least 1 point larger with memory (issue 20)",
+        ratio=None,  # a difference of differences has no meaningful ratio
+        gain_without=gain_none.label(),
+        comparisons=comparisons,
+        memory_budget=args.memory_budget,
+        memory_momentum=args.memory_momentum,
+        supervised_1pct=supervised,
+        by_memory=by_memory,
+        **common_fields,
+    )
 
 
 def _run_chain(chain: list[tuple[str, str, list[str], int]]) -> list[tuple[str, dict[str, Any], float]]:

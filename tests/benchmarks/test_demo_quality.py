@@ -36,11 +36,12 @@ def test_quick_run_writes_the_fields(tiny_root: Path, tmp_path: Path, monkeypatc
 
 @pytest.mark.slow
 def test_quick_run_takes_the_memory_axis(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--memory-size 0 64: a pretraining run per size (equal steps), each fine-tuned and distilled; the headline is
-    the first size's, every size's figures in by_memory."""
+    """--memory-size 0 64 --memory-budget steps: a pretraining run per size (equal steps), each fine-tuned and
+    distilled; the headline is the first size's, every size's figures in by_memory."""
     monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
     assert demo_quality.main(["--quick", "--seeds", "0", "--data-root", str(tiny_root), "--work", str(tmp_path / "w"),
-                              "--threads", "1", "--jobs", "1", "--memory-size", "0", "64"]) == 0
+                              "--threads", "1", "--jobs", "1", "--memory-size", "0", "64",
+                              "--memory-budget", "steps"]) == 0
     rec = json.loads((tmp_path / "results" / "demo_quality_quick.json").read_text())
     assert rec["memory_size"] == 0 and sorted(rec["by_memory"]) == ["0", "64"]
     assert rec["by_memory"]["0"]["finetune_1pct"] == rec["finetune_1pct"]
@@ -49,3 +50,39 @@ def test_quick_run_takes_the_memory_axis(tiny_root: Path, tmp_path: Path, monkey
     assert len({v["train"]["max_steps"] for v in runs.values()}) == 1  # equal steps
     for size in ("0", "64"):
         assert 0 <= rec["by_memory"][size]["distill_1pct"] <= 100
+
+
+@pytest.mark.slow
+def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """--memory-size 0 8 --no-distill with a budget: each size's steps come from its own timed run with its queue
+    full (issue 20's equal wall time), no distillation runs, and demo_quality_memory pairs the fine-tuned gains."""
+    monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
+    work = tmp_path / "w"
+    assert demo_quality.main(["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root),
+                              "--work", str(work), "--threads", "1", "--jobs", "1", "--memory-size", "0", "8",
+                              "--memory-momentum", "0.9", "--no-distill"]) == 0
+    assert not (tmp_path / "results" / "demo_quality_quick.json").exists()  # its headline is the distilled student
+    rec = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
+    calib = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("*/calibrate/config.json")}
+    assert {k: (v["pretrain"]["memory_size"], v["pretrain"]["memory_momentum"]) for k, v in calib.items()} == {
+        "quick": (0, 0.999), "quick-mem8-eqtime-m0.9": (8, 0.9)}
+    # the memory run's timed window starts once its queue of 8 is full (1 step of 32): 4 + 1 warm + 4 timed steps
+    assert calib["quick-mem8-eqtime-m0.9"]["train"]["max_steps"] == 9 and calib["quick"]["train"]["max_steps"] == 8
+    runs = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("*/pretrain/config.json")}
+    for name, size in (("quick", "0"), ("quick-mem8-eqtime-m0.9", "8")):
+        assert runs[name]["train"]["max_steps"] == rec["by_memory"][size]["pretrain_steps"] >= 1
+    assert not list(work.rglob("distill-*"))
+    ft = {s: rec["by_memory"][s]["per_seed"]["finetune_1pct"] for s in ("0", "8")}
+    diffs = [m - n for m, n in zip(ft["8"], ft["0"])]
+    assert rec["value"] == pytest.approx(sum(diffs) / 2, abs=0.01)
+    assert rec["comparisons"]["8"]["gain_difference"] == rec["value"]
+    assert rec["baseline_value"] == pytest.approx(
+        sum(f - s for f, s in zip(ft["0"], rec["supervised_1pct"])) / 2, abs=0.01)
+    assert "n=2 seeds" in rec["comparisons"]["8"]["label"]
+    assert rec["memory_budget"] == "time" and "distill_1pct" not in rec["by_memory"]["8"]
+
+
+def test_no_distill_is_for_the_memory_comparison_only() -> None:
+    with pytest.raises(SystemExit):
+        demo_quality.main(["--quick", "--no-distill"])
