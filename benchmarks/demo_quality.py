@@ -22,8 +22,8 @@ distilled >= supervised + 5 and above its teacher.
 ``--memory-size`` (SimCLRv2's memory, ``pretrain.memory_size``; default 0 = none) takes several sizes: one
 pretraining run per size, each fine-tuned (and distilled) per seed; the supervised baseline is shared. By
 ``--memory-budget``: ``time`` (default, issue 20's "same 10-minute budget") calibrates each size's own step time
-with its queue full and gives it the steps that fit the budget; ``steps`` gives every size the steps of the
-run without memory (the paper's comparisons are at equal epochs; the memory's extra wall time is in the record).
+with its queue full, against the run without memory (timed runs of each, alternating), and gives it the steps
+that take the wall time of the run without memory; ``steps`` gives every size the steps of the run without memory (the paper's comparisons are at equal epochs; the memory's extra wall time is in the record).
 The headline is the first size's; ``by_memory`` holds every size's figures. With size 0 among them, a second
 record, ``demo_quality_memory``, compares each other size with none: its fine-tuned gain over supervised minus
 the gain without memory, paired by seed, with a 95% interval (goal: >= +1 point), and the kNN of each
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-momentum", type=float, default=None,
                     help="pretrain.memory_momentum of the runs with memory (default: the stage's)")
     ap.add_argument("--memory-budget", choices=("time", "steps"), default="time",
-                    help="time: each memory size pretrains for the budget's wall time (its own calibration); "
-                         "steps: for the steps of the run without memory")
+                    help="time: each memory size pretrains for the wall time of the run without memory (its step-time "
+                         "ratio measured first); steps: for the steps of the run without memory")
+    ap.add_argument("--calibrations", type=int, default=3,
+                    help="--memory-budget time: timed runs with and without memory, alternating, per size")
     ap.add_argument("--no-distill", action="store_true",
                     help="fine-tune only, no distillation (with several --memory-size: the memory comparison)")
     ap.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images (not a figure)")
@@ -165,28 +167,61 @@ def main(argv: list[str] | None = None) -> int:
     def memory_over(memory: int) -> list[str]:
         return [f"pretrain.memory_size={memory}", *momentum] if memory else []
 
-    def budget_steps(folder: Path, memory: int) -> int:
-        """The steps of one pretraining run: those its folder was started with, or the budget over the step
-        time measured by a timed run of this recipe (the first 20 steps, and those that fill the queue, untimed:
-        allocator and cache warm-up, and a queue that costs less while it fills)."""
+    batch, timed = (32, 4) if args.quick else (256, 20)
+
+    def step_time(folder: Path, name: str, memory: int) -> float:
+        """Seconds per step of a timed run of this recipe, over ``timed`` steps after the first ``timed`` and
+        those that fill the queue (allocator and cache warm-up; a queue costs less while it fills)."""
+        warm = timed + -(-memory // batch)
+        _run(job("pretrain", name, pre_common + memory_over(memory) +
+                 [f"train.max_steps={warm + timed}", "train.log_every=1"], args.threads, folder))
+        rows = [json.loads(line) for line in (folder / name / "metrics.jsonl").read_text().splitlines()]
+        at = {r["step"]: r["time"] for r in rows if r["name"] == "images_per_s"}
+        return (at[warm + timed] - at[warm]) / timed
+
+    def reused_steps(folder: Path) -> int | None:
+        """The steps a pretraining run in ``folder`` was started with (a rerun reuses it), or None."""
+        if not (folder / "pretrain" / "config.json").is_file():
+            return None
+        steps = int(RunFolder(folder / "pretrain").read_config()["train"]["max_steps"])
+        print(f"[demo_quality] reusing {folder / 'pretrain'}: {steps} pretraining steps", flush=True)
+        return steps
+
+    def budget_steps(folder: Path) -> int:
+        """The steps of the pretraining run without memory: the budget over its measured step time."""
         if args.budget_min is None:
             return 6
-        if (folder / "pretrain" / "config.json").is_file():
-            # a rerun: the budget was turned into steps when this recipe's pretraining started
-            steps = int(RunFolder(folder / "pretrain").read_config()["train"]["max_steps"])
-            print(f"[demo_quality] reusing {folder / 'pretrain'}: {steps} pretraining steps", flush=True)
+        steps = reused_steps(folder)
+        if steps is None:
+            t0 = time.time()
+            per_step = step_time(folder, "calibrate", 0)
+            steps = max(1, int(args.budget_min * 60 / per_step))
+            print(f"[demo_quality] {batch / per_step:.0f} pairs/s -> {steps} pretraining steps in "
+                  f"{args.budget_min:g} min ({time.time() - t0:.0f} s to calibrate)", flush=True)
+        return steps
+
+    ratios: dict[int, dict[str, Any]] = {}
+
+    def equal_time_steps(folder: Path, memory: int, steps_none: int) -> int:
+        """Steps of a run with memory that take the wall time of ``steps_none`` steps without it: scaled by the
+        ratio of the two step times, each the median of ``--calibrations`` timed runs, the two kinds alternating
+        (a single timed window of 20 steps was off by 20-50% on this shared machine; alternation cancels a
+        drift, the median an outlier)."""
+        if args.budget_min is None:
+            return 6
+        steps = reused_steps(folder)
+        if steps is not None:
             return steps
         t0 = time.time()
-        batch, timed = (32, 4) if args.quick else (256, 20)
-        warm = timed + -(-memory // batch)
-        _run(job("pretrain", "calibrate", pre_common + memory_over(memory) +
-                 [f"train.max_steps={warm + timed}", "train.log_every=1"], args.threads, folder))
-        rows = [json.loads(line) for line in (folder / "calibrate" / "metrics.jsonl").read_text().splitlines()]
-        at = {r["step"]: r["time"] for r in rows if r["name"] == "images_per_s"}
-        pairs_per_s = timed * batch / (at[warm + timed] - at[warm])
-        steps = max(1, int(args.budget_min * 60 * pairs_per_s / batch))
-        print(f"[demo_quality] memory {memory}: {pairs_per_s:.0f} pairs/s -> {steps} pretraining steps "
-              f"in {args.budget_min:g} min ({time.time() - t0:.0f} s to calibrate)", flush=True)
+        none, mem = [], []
+        for i in range(args.calibrations):
+            none.append(step_time(folder, f"calibrate-none-{i}", 0))
+            mem.append(step_time(folder, f"calibrate-{i}", memory))
+        ratio = statistics.median(mem) / statistics.median(none)
+        ratios[memory] = {"step_s_none": none, "step_s_memory": mem, "ratio": round(ratio, 3)}
+        steps = max(1, int(steps_none / ratio))
+        print(f"[demo_quality] memory {memory}: {ratio:.3f}x the step time -> {steps} pretraining steps, the wall "
+              f"time of {steps_none} without ({time.time() - t0:.0f} s to calibrate)", flush=True)
         return steps
 
     # One pretraining run per memory size; without memory in the folders of before.
@@ -199,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         if momentum and memory:
             name += f"-m{args.memory_momentum:g}"
         folder = pre_work.with_name(pre_tag + name)
-        if memory and args.memory_budget == "steps":
-            pre_steps[memory] = pre_steps.get(0) or budget_steps(pre_work, 0)
+        if memory == 0:
+            pre_steps[0] = budget_steps(folder)
         else:
-            pre_steps[memory] = budget_steps(folder, memory)
+            steps_none = pre_steps.get(0) or budget_steps(pre_work)
+            pre_steps[memory] = (steps_none if args.memory_budget == "steps"
+                                 else equal_time_steps(folder, memory, steps_none))
         over = [f"train.max_steps={pre_steps[memory]}", *memory_over(memory)]
         _, pres[memory], _ = _run(job("pretrain", "pretrain", pre_common + over, args.threads, folder))
         pre_dirs[memory] = folder / "pretrain"
@@ -263,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             **{key: round(statistics.fmean(v), 2) for key, v in figures.items()},
             "per_seed": figures,
             "pretrain_steps": pre_steps[memory],
+            "calibration": ratios.get(memory),
             "pretrain_wall_s": round(pres[memory]["wall_time_s"], 1),
             "pretrain_knn_top1": pres[memory]["final"].get("test/knn_top1"),
         }

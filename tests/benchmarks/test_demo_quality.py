@@ -55,23 +55,28 @@ def test_quick_run_takes_the_memory_axis(tiny_root: Path, tmp_path: Path, monkey
 @pytest.mark.slow
 def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """--memory-size 0 8 --no-distill with a budget: each size's steps come from its own timed run with its queue
-    full (issue 20's equal wall time), no distillation runs, and demo_quality_memory pairs the fine-tuned gains."""
+    """--memory-size 0 8 --no-distill with a budget: the run without memory gets the budget's steps; the run with
+    memory the steps that take the same wall time, by the ratio of their step times (timed runs of each, its
+    queue full); no distillation runs, and demo_quality_memory pairs the fine-tuned gains by seed."""
     monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
     work = tmp_path / "w"
     assert demo_quality.main(["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root),
                               "--work", str(work), "--threads", "1", "--jobs", "1", "--memory-size", "0", "8",
-                              "--memory-momentum", "0.9", "--no-distill"]) == 0
+                              "--memory-momentum", "0.9", "--calibrations", "1", "--no-distill"]) == 0
     assert not (tmp_path / "results" / "demo_quality_quick.json").exists()  # its headline is the distilled student
     rec = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
-    calib = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("*/calibrate/config.json")}
-    assert {k: (v["pretrain"]["memory_size"], v["pretrain"]["memory_momentum"]) for k, v in calib.items()} == {
-        "quick": (0, 0.999), "quick-mem8-eqtime-m0.9": (8, 0.9)}
-    # the memory run's timed window starts once its queue of 8 is full (1 step of 32): 4 + 1 warm + 4 timed steps
-    assert calib["quick-mem8-eqtime-m0.9"]["train"]["max_steps"] == 9 and calib["quick"]["train"]["max_steps"] == 8
+    calib = {str(p.parent.relative_to(work)): json.loads(p.read_text()) for p in work.glob("*/calibrate*/config.json")}
+    mem_dir = "quick-mem8-eqtime-m0.9"
+    assert {k: (v["pretrain"]["memory_size"], v["pretrain"]["memory_momentum"], v["train"]["max_steps"])
+            for k, v in calib.items()} == {
+        # timed after 4 warm-up steps, and the memory's after its queue of 8 is full too (1 step of 32)
+        "quick/calibrate": (0, 0.999, 8), f"{mem_dir}/calibrate-none-0": (0, 0.999, 8),
+        f"{mem_dir}/calibrate-0": (8, 0.9, 9)}
     runs = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("*/pretrain/config.json")}
-    for name, size in (("quick", "0"), ("quick-mem8-eqtime-m0.9", "8")):
-        assert runs[name]["train"]["max_steps"] == rec["by_memory"][size]["pretrain_steps"] >= 1
+    steps = {size: runs[name]["train"]["max_steps"] for name, size in (("quick", "0"), (mem_dir, "8"))}
+    cal = rec["by_memory"]["8"]["calibration"]
+    assert steps["8"] == max(1, int(steps["0"] / (cal["step_s_memory"][0] / cal["step_s_none"][0])))
+    assert {s: rec["by_memory"][s]["pretrain_steps"] for s in steps} == steps
     assert not list(work.rglob("distill-*"))
     ft = {s: rec["by_memory"][s]["per_seed"]["finetune_1pct"] for s in ("0", "8")}
     diffs = [m - n for m, n in zip(ft["8"], ft["0"])]
