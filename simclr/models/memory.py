@@ -18,6 +18,10 @@ Which view goes through which network, and why:
   would double the memory forward and put two near-copies of each image in the queue, so that a queue of
   K entries would hold K/2 images and weigh each twice.
 
+Measured (BENCHMARKS.md, "demo_quality --memory-size"): with the online positive and a queue 32x the in-batch
+negatives, the anchors drifted away from the queue (``memory_neg_sim`` < 0) and learned less than without memory.
+A positive from the memory network, as MoCo's, would make that drift cost as much as it gains; not built.
+
 Order within a step ``t`` (MoCo's ``forward``): the loss uses the queue as it stood after step ``t-1``; the
 memory network's weights move once towards the online weights reached after ``t-1`` optimizer steps
 (``m * memory + (1 - m) * online``, parameters only, as MoCo: BN running statistics are the memory network's
