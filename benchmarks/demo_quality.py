@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(job("pretrain", name, pre_common + memory_over(memory) +
                  [f"train.max_steps={warm + timed}", "train.log_every=1"], args.threads, folder))
         rows = [json.loads(line) for line in (folder / name / "metrics.jsonl").read_text().splitlines()]
-        at = {r["step"]: r["time"] for r in rows if r["name"] == "images_per_s"}
+        at = {int(r["step"]): float(r["time"]) for r in rows if r["name"] == "images_per_s"}
         return (at[warm + timed] - at[warm]) / timed
 
     def reused_steps(folder: Path) -> int | None:
