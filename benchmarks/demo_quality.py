@@ -21,9 +21,10 @@ distilled >= supervised + 5 and above its teacher.
 
 ``--memory-size`` (SimCLRv2's memory, ``pretrain.memory_size``; default 0 = none) takes several sizes: one
 pretraining run per size, each fine-tuned (and distilled) per seed; the supervised baseline is shared. By
-``--memory-budget``: ``time`` (default, issue 20's "same 10-minute budget") calibrates each size's own step time
-with its queue full, against the run without memory (timed runs of each, alternating), and gives it the steps
-that take the wall time of the run without memory; ``steps`` gives every size the steps of the run without memory (the paper's comparisons are at equal epochs; the memory's extra wall time is in the record).
+``--memory-budget``: ``time`` (default, issue 20's "same 10-minute budget") times each size's step with its queue
+full against the step without memory (timed runs of each, alternating) and gives it the steps that take the wall
+time of the run without memory; ``steps`` gives every size the steps of the run without memory (the paper's
+comparisons are at equal epochs; the memory's extra wall time is in the record).
 The headline is the first size's; ``by_memory`` holds every size's figures. With size 0 among them, a second
 record, ``demo_quality_memory``, compares each other size with none: its fine-tuned gain over supervised minus
 the gain without memory, paired by seed, with a 95% interval (goal: >= +1 point), and the kNN of each
@@ -209,16 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         drift, the median an outlier)."""
         if args.budget_min is None:
             return 6
-        steps = reused_steps(folder)
-        if steps is not None:
-            return steps
         t0 = time.time()
-        none, mem = [], []
+        none, mem = [], []  # a rerun finds these timed runs done and reads their logs again
         for i in range(args.calibrations):
             none.append(step_time(folder, f"calibrate-none-{i}", 0))
             mem.append(step_time(folder, f"calibrate-{i}", memory))
         ratio = statistics.median(mem) / statistics.median(none)
         ratios[memory] = {"step_s_none": none, "step_s_memory": mem, "ratio": round(ratio, 3)}
+        steps = reused_steps(folder)
+        if steps is not None:
+            return steps
         steps = max(1, int(steps_none / ratio))
         print(f"[demo_quality] memory {memory}: {ratio:.3f}x the step time -> {steps} pretraining steps, the wall "
               f"time of {steps_none} without ({time.time() - t0:.0f} s to calibrate)", flush=True)

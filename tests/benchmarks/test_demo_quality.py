@@ -87,6 +87,13 @@ def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
     assert "n=2 seeds" in rec["comparisons"]["8"]["label"]
     assert rec["memory_budget"] == "time" and "distill_1pct" not in rec["by_memory"]["8"]
 
+    # A rerun reuses every run: the same steps, and the calibration read again from its runs' logs.
+    assert demo_quality.main(["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root),
+                              "--work", str(work), "--threads", "1", "--jobs", "1", "--memory-size", "0", "8",
+                              "--memory-momentum", "0.9", "--calibrations", "1", "--no-distill"]) == 0
+    again = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
+    assert again["by_memory"] == rec["by_memory"] and again["value"] == rec["value"]
+
 
 def test_no_distill_is_for_the_memory_comparison_only() -> None:
     with pytest.raises(SystemExit):
