@@ -190,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def budget_steps(folder: Path) -> int:
         """The steps of the pretraining run without memory: the budget over its measured step time."""
-        if args.budget_min is None:
-            return 6
         steps = reused_steps(folder)
         if steps is None:
             t0 = time.time()
@@ -208,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         ratio of the two step times, each the median of ``--calibrations`` timed runs, the two kinds alternating
         (a single timed window of 20 steps was off by 20-50% on this shared machine; alternation cancels a
         drift, the median an outlier)."""
-        if args.budget_min is None:
-            return 6
         t0 = time.time()
         none, mem = [], []  # a rerun finds these timed runs done and reads their logs again
         for i in range(args.calibrations):
@@ -230,17 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     pre_dirs: dict[int, Path] = {}
     works: dict[int, Path] = {}
     pre_steps: dict[int, int] = {}
+    # --quick without a budget: a fixed 6 steps for every size, nothing timed
+    steps_none = 6 if args.budget_min is None else budget_steps(pre_work)
     for memory in args.memory_size:
         name = "" if memory == 0 else f"-mem{memory}" + ("-eqtime" if args.memory_budget == "time" else "")
         if momentum and memory:
             name += f"-m{args.memory_momentum:g}"
         folder = pre_work.with_name(pre_tag + name)
-        if memory == 0:
-            pre_steps[0] = budget_steps(folder)
-        else:
-            steps_none = pre_steps.get(0) or budget_steps(pre_work)
-            pre_steps[memory] = (steps_none if args.memory_budget == "steps"
-                                 else equal_time_steps(folder, memory, steps_none))
+        timed_size = memory > 0 and args.memory_budget == "time" and args.budget_min is not None
+        pre_steps[memory] = equal_time_steps(folder, memory, steps_none) if timed_size else steps_none
         over = [f"train.max_steps={pre_steps[memory]}", *memory_over(memory)]
         _, pres[memory], _ = _run(job("pretrain", "pretrain", pre_common + over, args.threads, folder))
         pre_dirs[memory] = folder / "pretrain"

@@ -60,9 +60,10 @@ def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
     queue full); no distillation runs, and demo_quality_memory pairs the fine-tuned gains by seed."""
     monkeypatch.setattr(result, "RESULTS", tmp_path / "results")
     work = tmp_path / "w"
-    assert demo_quality.main(["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root),
-                              "--work", str(work), "--threads", "1", "--jobs", "1", "--memory-size", "0", "8",
-                              "--memory-momentum", "0.9", "--calibrations", "1", "--no-distill"]) == 0
+    argv = ["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root), "--work", str(work),
+            "--threads", "1", "--jobs", "1", "--memory-size", "0", "8", "--memory-momentum", "0.9",
+            "--calibrations", "1", "--no-distill"]
+    assert demo_quality.main(argv) == 0
     assert not (tmp_path / "results" / "demo_quality_quick.json").exists()  # its headline is the distilled student
     rec = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
     calib = {str(p.parent.relative_to(work)): json.loads(p.read_text()) for p in work.glob("*/calibrate*/config.json")}
@@ -88,9 +89,7 @@ def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
     assert rec["memory_budget"] == "time" and "distill_1pct" not in rec["by_memory"]["8"]
 
     # A rerun reuses every run: the same steps, and the calibration read again from its runs' logs.
-    assert demo_quality.main(["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root),
-                              "--work", str(work), "--threads", "1", "--jobs", "1", "--memory-size", "0", "8",
-                              "--memory-momentum", "0.9", "--calibrations", "1", "--no-distill"]) == 0
+    assert demo_quality.main(argv) == 0
     again = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
     assert again["by_memory"] == rec["by_memory"] and again["value"] == rec["value"]
 
