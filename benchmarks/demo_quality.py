@@ -362,6 +362,8 @@ def _write_memory_comparison(args: argparse.Namespace, supervised: list[float], 
             "label": diff.label(), "gain_over_supervised": gain.label(),
             "knn_top1": fig["pretrain_knn_top1"], "knn_top1_without": by_memory["0"]["pretrain_knn_top1"],
             "pretrain_steps": fig["pretrain_steps"], "pretrain_steps_without": by_memory["0"]["pretrain_steps"],
+            # both sides' budgets beside the comparison: equal wall time is a calibration's aim, not a guarantee
+            "pretrain_wall_s": fig["pretrain_wall_s"], "pretrain_wall_s_without": by_memory["0"]["pretrain_wall_s"],
         }
     head = comparisons[str(next(m for m in args.memory_size if m))]
     return write_result(

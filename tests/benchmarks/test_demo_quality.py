@@ -86,6 +86,8 @@ def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
     assert rec["baseline_value"] == pytest.approx(
         sum(f - s for f, s in zip(ft["0"], rec["supervised_1pct"])) / 2, abs=0.01)
     assert "n=2 seeds" in rec["comparisons"]["8"]["label"]
+    assert (rec["comparisons"]["8"]["pretrain_wall_s"], rec["comparisons"]["8"]["pretrain_wall_s_without"]) == (
+        rec["by_memory"]["8"]["pretrain_wall_s"], rec["by_memory"]["0"]["pretrain_wall_s"])
     assert rec["memory_budget"] == "time" and "distill_1pct" not in rec["by_memory"]["8"]
 
     # A rerun reuses every run: the same steps, and the calibration read again from its runs' logs.
