@@ -39,7 +39,8 @@ LARGE_NUM = 1e9
 MEMORY_CHUNK = 4096
 
 
-# exp() of a float32 logit stays a normal number, and a sum of M of them finite, while every |logit| <= BOUND - ln M.
+# Unshifted exp() is safe while |logit| + ln M < _EXP_SAFE: each exp a normal float32 (e^+-80 within 1e-38..3e38)
+# and a sum of M of them finite. The bound assumes unit queue rows, as nt_xent's ``memory`` contract states.
 _EXP_SAFE = 80.0
 
 
