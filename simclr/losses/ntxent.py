@@ -22,8 +22,9 @@ columns and the M queue entries. Without memory (``None`` or M = 0) the code pat
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,35 @@ MEMORY_CHUNK = 4096
 _EXP_SAFE = 80.0
 
 
+@functools.cache
+def _onednn_linear() -> Callable[[Tensor, Tensor], Tensor] | None:
+    """``(x [R, K], w [C, K]) -> x @ w.T [R, C]`` by oneDNN's float32 inner product, or None where this torch has
+    none that works. torch sends a float32 ``matmul`` on the CPU to MKL, which on the AMD CPUs measured here ran
+    the queue's thin GEMMs ([512, 128] x [128, 4096] and [512, 4096] x [4096, 128]) at about half oneDNN's speed
+    (BENCHMARKS.md, "train_step --memory"). Float32 throughout: not a reduced-precision mode."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        return None
+
+    def linear(x: Tensor, w: Tensor) -> Tensor:
+        return op(x, w, None, "none", [None], "")  # type: ignore[no-any-return]
+
+    try:  # a private op of torch's (its compiler's CPU fusions): checked once before it is trusted
+        x, w, v = torch.randn(3, 5), torch.randn(4, 5), torch.randn(3, 4)
+        ok = torch.allclose(linear(x, w), x @ w.t(), rtol=1e-5, atol=1e-5)
+        ok = ok and torch.allclose(linear(v, w.t()), v @ w, rtol=1e-5, atol=1e-5)  # a transposed weight
+    except (RuntimeError, TypeError):
+        return None
+    return linear if ok else None
+
+
+def _mm_t(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w.T`` for x [R, K], w [C, K] (``w`` may be a transposed view): oneDNN on the CPU in float32."""
+    cpu32 = x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and x.is_contiguous()
+    linear = _onednn_linear() if cpu32 else None
+    return x @ w.t() if linear is None else linear(x, w)
+
+
 class _QueueLogSumExp(torch.autograd.Function):
     """``logsumexp(queries @ queue.T, dim=1)`` [R] for queries [R, D] and a queue [M, D] without gradient.
 
@@ -61,7 +91,7 @@ class _QueueLogSumExp(torch.autograd.Function):
         shifted = bound + math.log(queue.shape[0]) >= _EXP_SAFE
         exps, maxes, sums = [], [], []
         for block in torch.split(queue, chunk):
-            e = queries @ block.t()  # [R, C]
+            e = _mm_t(queries, block)  # [R, C]
             if shifted:
                 m = e.amax(dim=1, keepdim=True)
                 e.sub_(m)
@@ -87,7 +117,7 @@ class _QueueLogSumExp(torch.autograd.Function):
         scale = (mx - lse).exp() * grad  # [blocks, R]
         out = torch.zeros(scale.shape[1], queue.shape[1], dtype=queue.dtype, device=queue.device)
         for i, (e, block) in enumerate(zip(exps, torch.split(queue, ctx.chunk))):
-            out.addcmul_(e @ block, scale[i].unsqueeze(1))
+            out.addcmul_(_mm_t(e, block.t()), scale[i].unsqueeze(1))  # e @ block
         return out, None, None, None
 
 

@@ -173,6 +173,22 @@ def test_no_memory_and_an_empty_memory_are_plain_nt_xent_bit_for_bit() -> None:
             assert torch.equal(a, b)
 
 
+def test_the_queue_gemms_run_on_onednn_here_and_equal_matmul() -> None:
+    """The queue's two GEMMs go to oneDNN's float32 inner product on the CPU (MKL's ran them at half its speed on
+    the AMD CPUs measured): this torch has it, and it gives matmul's values, weight plain or transposed; other
+    dtypes and a non-contiguous input take matmul."""
+    import simclr.losses.ntxent as ntxent
+
+    assert ntxent._onednn_linear() is not None  # else the memory's step cost is back at MKL's (BENCHMARKS.md)
+    torch.manual_seed(5)
+    q, block, e = torch.randn(64, 16), torch.randn(300, 16), torch.randn(64, 300)
+    assert torch.allclose(ntxent._mm_t(q, block), q @ block.t(), rtol=1e-5, atol=1e-5)  # forward: q @ block.T
+    assert torch.allclose(ntxent._mm_t(e, block.t()), e @ block, rtol=1e-5, atol=1e-4)  # backward: e @ block
+    q64, b64 = q.double(), block.double()
+    assert torch.equal(ntxent._mm_t(q64, b64), q64 @ b64.t())
+    assert torch.equal(ntxent._mm_t(e.t().contiguous().t(), block.t()), e.t().contiguous().t() @ block)
+
+
 def test_memory_of_another_width_is_refused() -> None:
     with pytest.raises(ValueError, match="memory"):
         nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, memory=torch.randn(4, 5))
