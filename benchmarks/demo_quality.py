@@ -2,7 +2,7 @@
 
     python -m benchmarks.demo_quality [--budget-min 10] [--seeds 0 1 2] [--distill-epochs 8] [--jobs 2] [--quick]
                                       [--memory-size 0 16384 [--memory-budget time|steps] [--memory-momentum M]
-                                       [--no-distill]]
+                                       [--memory-positive online|memory] [--no-distill]]
 
 Same architecture as the peer measurement (lightly's SimCLR recipe: ResNet-18, CIFAR stem, base width 16 =
 width 0.25, 0.7 M parameters; 10 minutes of pretraining on this machine; fine-tuning on the 600 labelled
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="pretrain.memory_size of the pretraining runs, one run per size (0 = no memory)")
     ap.add_argument("--memory-momentum", type=float, default=None,
                     help="pretrain.memory_momentum of the runs with memory (default: the stage's)")
+    ap.add_argument("--memory-positive", choices=("online", "memory"), default=None,
+                    help="pretrain.memory_positive of the runs with memory (default: the stage's, online)")
     ap.add_argument("--memory-budget", choices=("time", "steps"), default="time",
                     help="time: each memory size pretrains for the wall time of the run without memory (its step-time "
                          "ratio measured first); steps: for the steps of the run without memory")
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         pre_common = ["train.epochs=1000", "pretrain.knn_every_epochs=0"]
     momentum = [] if args.memory_momentum is None else [f"pretrain.memory_momentum={args.memory_momentum}"]
+    momentum += [] if args.memory_positive is None else [f"pretrain.memory_positive={args.memory_positive}"]
 
     def memory_over(memory: int) -> list[str]:
         return [f"pretrain.memory_size={memory}", *momentum] if memory else []
@@ -230,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     steps_none = 6 if args.budget_min is None else budget_steps(pre_work)
     for memory in args.memory_size:
         name = "" if memory == 0 else f"-mem{memory}" + ("-eqtime" if args.memory_budget == "time" else "")
-        if momentum and memory:
+        if args.memory_momentum is not None and memory:
             name += f"-m{args.memory_momentum:g}"
+        if args.memory_positive is not None and memory:
+            name += f"-pos{args.memory_positive}"
         folder = pre_work.with_name(pre_tag + name)
         timed_size = memory > 0 and args.memory_budget == "time" and args.budget_min is not None
         pre_steps[memory] = equal_time_steps(folder, memory, steps_none) if timed_size else steps_none
@@ -378,6 +383,7 @@ def _write_memory_comparison(args: argparse.Namespace, supervised: list[float], 
         comparisons=comparisons,
         memory_budget=args.memory_budget,
         memory_momentum=args.memory_momentum,
+        memory_positive=args.memory_positive,
         supervised_1pct=supervised,
         by_memory=by_memory,
         **common_fields,

@@ -101,6 +101,10 @@ class PretrainConfig:
     # as extra negatives. 0 = off (the loss of plain SimCLR, bit for bit).
     memory_size: int = 0  # queued projections (MoCo: 65536)
     memory_momentum: float = 0.999  # EMA rate of the memory network's weights (MoCo's m)
+    # Each anchor's positive: "online" (the other view through the online network, as SimCLR and the paper's
+    # memory, which buffers the memory network's output "as negative examples") or "memory" (MoCo's: the memory
+    # network's projection of the other view). "memory" needs memory_size > 0.
+    memory_positive: str = "online"
 
 
 @dataclass
@@ -215,6 +219,10 @@ def validate(cfg: StageConfig) -> StageConfig:
              f"must be an integer >= 0 (0 = no memory), got {p.memory_size!r}")
     # m = 1 would freeze the memory network at its random start; m = 0 copies the online weights every step.
     _require(0 <= p.memory_momentum < 1, "pretrain.memory_momentum", f"must be in [0, 1), got {p.memory_momentum}")
+    _require(p.memory_positive in ("online", "memory"), "pretrain.memory_positive",
+             f"{p.memory_positive!r} is not online|memory")
+    _require(p.memory_positive == "online" or p.memory_size > 0, "pretrain.memory_positive",
+             "=memory takes its positives from the memory network, which pretrain.memory_size=0 turns off")
     f = cfg.finetune
     _require(f.ft_proj_selector >= -1, "finetune.ft_proj_selector", "must be -1, 0 or a layer count")
     _require(
@@ -291,6 +299,7 @@ ADDED_KEYS: dict[str, dict[str, Any]] = {
     # SimCLRv2's memory (issue 20): off, and the momentum's default, is what every pretraining ran before
     "pretrain.memory_size": {"pretrain": 0},
     "pretrain.memory_momentum": {"pretrain": 0.999},
+    "pretrain.memory_positive": {"pretrain": "online"},
 }
 
 

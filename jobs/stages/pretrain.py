@@ -4,7 +4,8 @@ NT-Xent over the global batch (negatives gathered from every rank), LARS with wa
 (synchronised) BN under DDP, a stop-gradient linear probe trained online on the labelled samples, and a kNN
 monitor on the evaluation split at epoch ends. With ``pretrain.memory_size`` > 0, SimCLRv2's memory
 (``simclr.models.memory``): a moving average of backbone + head encodes view 2, its projections queued as
-extra negatives; checkpointed as the ``memory`` entry.
+extra negatives; checkpointed as the ``memory`` entry. ``pretrain.memory_positive=memory`` (MoCo's positive) has it
+encode both views, and each anchor's positive is its other view's projection from the memory network.
 """
 
 from __future__ import annotations
@@ -37,12 +38,22 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
                                 cfg.model.proj_out_dim, cfg.pretrain.memory_momentum, device=device,
                                 channels_last=cfg.train.channels_last)
 
+    memory_positive = cfg.pretrain.memory_positive == "memory"
+
     def step_fn(module: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = torch.cat([batch["view1"], batch["view2"]])
         out = module(x)
         z1, z2 = out["proj"].float().chunk(2)
         queue = memory.negatives() if memory is not None else None  # the queue as of the previous step
-        loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue)
+        keys: tuple[torch.Tensor, torch.Tensor] | None = None
+        if memory is not None and memory_positive:
+            # MoCo's order: the memory network moves towards the weights the last optimizer step left, then
+            # encodes both views, here the positives of this step (one forward: its BN sees both views, as the
+            # online network's does)
+            memory.update_weights()
+            k1, k2 = memory.encode(torch.cat([batch["view1"], batch["view2"]])).chunk(2)
+            keys = (k1, k2)
+        loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue, positives=keys)
         metrics = {
             "contrastive_loss": loss.detach(),
             "contrastive_acc": (logits.argmax(1) == labels).float().mean().detach() * 100,
@@ -51,10 +62,14 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
             batch_sim, queue_sim = negative_similarities(z1, logits.detach(), labels, temperature, queue)
             metrics.update(memory_fill=torch.tensor(memory.fill / memory.size), batch_neg_sim=batch_sim,
                            memory_neg_sim=queue_sim)
-            # MoCo's order: the memory network moves towards the weights the last optimizer step left, then
-            # encodes this batch's view 2 for the queue (enqueued at the next step, after this backward).
-            memory.update_weights()
-            memory.push(memory.encode(batch["view2"]))
+            if keys is None:
+                # MoCo's order (above), the encoding after the loss: view 2 only, for the queue
+                memory.update_weights()
+                memory.push(memory.encode(batch["view2"]))
+            else:
+                # how close each view-1 anchor is to its positive from the memory network
+                metrics["memory_pos_sim"] = (F.normalize(z1.detach(), dim=1) * keys[1]).sum(1).mean()
+                memory.push(keys[1])  # enqueued at the next step, after this backward
         if probe:
             y = batch["label"].repeat(2)
             keep = (y >= 0).float()

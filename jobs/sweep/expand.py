@@ -50,6 +50,7 @@ AXIS_ABBREV: dict[str, str] = {
     "pretrain.temperature": "tau",
     "pretrain.memory_size": "mem",
     "pretrain.memory_momentum": "mm",
+    "pretrain.memory_positive": "pos",
     "distill.temperature": "dtau",
 }
 _HASH_EXCLUDE = ("run_dir", "seed", "sweep", "point")

@@ -18,6 +18,8 @@ SimCLRv2's memory (paper sec. 2, ``simclr.models.memory``): ``memory`` [M, D] ar
 every anchor, beside its 2N-2 in-batch ones; the positive is unchanged. Per anchor i of view a:
 ``loss_a[i] = -s(i, i') + log(sum_{k != i} exp(s(i, k)) + sum_m exp(h_i . q_m / tau))`` over the 2N in-batch
 columns and the M queue entries. Without memory (``None`` or M = 0) the code path is the one above.
+With ``positives`` (MoCo's positive, ``pretrain.memory_positive=memory``) ``s(i, i')`` is the anchor against the
+memory network's projection of its other view, and the online other view leaves the sum.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class _QueueLogSumExp(torch.autograd.Function):
 
 
 def nt_xent(
-    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor | None = None
+    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor | None = None,
+    positives: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """NT-Xent over the global batch, computed for this rank's anchors.
 
@@ -132,6 +135,10 @@ def nt_xent(
         temperature: tau > 0 (official default 0.1; 0.5 for CIFAR).
         memory: optional [M, D] L2-normalised negatives, the same on every rank and without gradient (the
             memory network's queue); ``None`` or M = 0: plain NT-Xent, bit for bit.
+        positives: optional ``(k1, k2)``, each [B, D] and without gradient: the memory network's projections of
+            view 1 and view 2 of this rank's samples (MoCo's keys). Given, the positive of a view-1 anchor is
+            ``k2[i]`` and of a view-2 anchor ``k1[i]``, in place of the other view's online projection, which
+            leaves the softmax (an image is not its own negative): 2N - 2 in-batch negatives as before.
 
     Returns:
         loss: scalar, ``mean_i(loss_a[i] + loss_b[i])`` over this rank's B anchors (float32).
@@ -154,10 +161,14 @@ def nt_xent(
         raise ValueError("z1 and z2 must hold at least one row")
     if memory is not None and (memory.dim() != 2 or memory.shape[1] != z1.shape[1]):
         raise ValueError(f"memory must be [M, {z1.shape[1]}], got {tuple(memory.shape)}")
+    if positives is not None and any(k.shape != z1.shape for k in positives):
+        raise ValueError(f"positives must be two [B, D] = {tuple(z1.shape)}, got {[tuple(k.shape) for k in positives]}")
     # float32 even under autocast: the -LARGE_NUM mask and the softmax need the range.
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        if memory is not None and memory.shape[0] > 0:
-            return _nt_xent_memory_fp32(z1.float(), z2.float(), float(temperature), memory.detach().float())
+        if (memory is not None and memory.shape[0] > 0) or positives is not None:
+            queue = memory.detach().float() if memory is not None else z1.new_zeros(0, z1.shape[1])
+            pos = None if positives is None else (positives[0].detach().float(), positives[1].detach().float())
+            return _nt_xent_memory_fp32(z1.float(), z2.float(), float(temperature), queue, pos)
         return _nt_xent_fp32(z1.float(), z2.float(), float(temperature))
 
 
@@ -187,9 +198,10 @@ def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, T
 
 
 def _nt_xent_memory_fp32(
-    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor
+    z1: Tensor, z2: Tensor, temperature: float, memory: Tensor, positives: tuple[Tensor, Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`_nt_xent_fp32` with the M ``memory`` columns in every row's softmax."""
+    """:func:`_nt_xent_fp32` with the M ``memory`` columns (M may be 0) in every row's softmax, and with
+    ``positives`` the memory network's (:func:`nt_xent`)."""
     b, d = z1.shape
     h1 = F.normalize(z1, dim=1)
     h2 = F.normalize(z2, dim=1)
@@ -204,9 +216,20 @@ def _nt_xent_memory_fp32(
     # The in-batch and memory parts' log-sum-exps are combined, so the [2B, 2N + M] matrix that a concatenation
     # and cross_entropy would build (M = 65536: 2B x M floats) is never copied.
     # rows of queries have norm 1/tau and the queue's rows norm 1: every logit lies in [-1/tau, 1/tau]
-    memory_lse: Tensor = _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK, 1.0 / temperature)
-    lse = torch.logaddexp(torch.logsumexp(logits, dim=1), memory_lse)
-    positive = logits[rows, torch.cat([idx + n, idx])]
+    positive_cols = torch.cat([idx + n, idx])
+    if positives is None:
+        positive = logits[rows, positive_cols]
+        lse = torch.logsumexp(logits, dim=1)
+    else:
+        # each anchor's positive is the memory network's projection of its other view; the online one is masked
+        # out of a copy (the returned logits keep it, so the contrastive accuracy stays the online views')
+        k1, k2 = F.normalize(positives[0], dim=1), F.normalize(positives[1], dim=1)
+        positive = (queries * torch.cat([k2, k1], dim=0)).sum(dim=1)  # [2B]
+        masked = logits.clone()
+        masked[rows, positive_cols] = -LARGE_NUM
+        lse = torch.logaddexp(torch.logsumexp(masked, dim=1), positive)
+    if memory.shape[0] > 0:
+        lse = torch.logaddexp(lse, _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK, 1.0 / temperature))
     loss = (lse - positive).sum() / b
     return loss, logits[:b, n:], idx
 

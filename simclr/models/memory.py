@@ -18,9 +18,15 @@ Which view goes through which network, and why:
   would double the memory forward and put two near-copies of each image in the queue, so that a queue of
   K entries would hold K/2 images and weigh each twice.
 
+``pretrain.memory_positive=memory`` (MoCo's positive, not the paper's): the memory network encodes BOTH views
+(one forward of the 2B images, so that its BN sees the batch the online network's does), each anchor's positive
+is its other view's projection from the memory network, the online other view leaves that anchor's softmax, and
+view 2's projections are queued. The update and the encoding then come BEFORE the loss (they are its positives);
+with the online positive they come after it, which changes nothing, as nothing of them enters that step's loss.
+
 Measured (BENCHMARKS.md, "demo_quality --memory-size"): with the online positive and a queue 32x the in-batch
-negatives, the anchors drifted away from the queue (``memory_neg_sim`` < 0) and learned less than without memory.
-A positive from the memory network, as MoCo's, would make that drift cost as much as it gains; not built.
+negatives, the anchors drifted away from the queue (``memory_neg_sim`` < 0) and learned less than without memory,
+the more so the faster the memory network followed (m 0.999, 0.99, 0.9).
 
 Order within a step ``t`` (MoCo's ``forward``): the loss uses the queue as it stood after step ``t-1``; the
 memory network's weights move once towards the online weights reached after ``t-1`` optimizer steps
@@ -34,9 +40,11 @@ Batch normalisation: the memory network is a copy of the online one, so it has t
 layers: global BN (``simclr.models.sync_bn``) when the online network has it. That keeps the queue of a
 W-rank run equal to the queue of one process on the same global batch. MoCo's shuffled BN is not needed:
 it stops a query and ITS OWN positive key from sharing per-device batch statistics (a shortcut to finding
-the positive). Here the memory network's outputs are never a positive and never a negative of the batch
-that shaped their BN statistics; they are negatives of later batches only. The online network's own
-shortcut (both views in one BN batch) is what global BN already closes, as in SimCLR without memory.
+the positive). With the online positive the memory network's outputs are never a positive and never a
+negative of the batch that shaped their BN statistics; they are negatives of later batches only. The online
+network's own shortcut (both views in one BN batch) is what global BN already closes, as in SimCLR without
+memory; MoCo's positive (``memory_positive=memory``) shares its BN batch with its anchor exactly as SimCLR's
+online positive does, and relies on global BN in the same way.
 
 Distributed: each rank encodes its share of view 2; the projections of all ranks are gathered in rank order
 and every rank enqueues the same rows, so the queue is identical on every rank.

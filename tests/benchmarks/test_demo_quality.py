@@ -62,17 +62,17 @@ def test_memory_comparison_at_equal_wall_time(tiny_root: Path, tmp_path: Path,
     work = tmp_path / "w"
     argv = ["--quick", "--budget-min", "0.02", "--seeds", "0", "1", "--data-root", str(tiny_root), "--work", str(work),
             "--threads", "1", "--jobs", "1", "--memory-size", "0", "8", "--memory-momentum", "0.9",
-            "--calibrations", "1", "--no-distill"]
+            "--memory-positive", "memory", "--calibrations", "1", "--no-distill"]
     assert demo_quality.main(argv) == 0
     assert not (tmp_path / "results" / "demo_quality_quick.json").exists()  # its headline is the distilled student
     rec = json.loads((tmp_path / "results" / "demo_quality_memory_quick.json").read_text())
     calib = {str(p.parent.relative_to(work)): json.loads(p.read_text()) for p in work.glob("*/calibrate*/config.json")}
-    mem_dir = "quick-mem8-eqtime-m0.9"
-    assert {k: (v["pretrain"]["memory_size"], v["pretrain"]["memory_momentum"], v["train"]["max_steps"])
-            for k, v in calib.items()} == {
+    mem_dir = "quick-mem8-eqtime-m0.9-posmemory"
+    assert {k: (v["pretrain"]["memory_size"], v["pretrain"]["memory_momentum"], v["pretrain"]["memory_positive"],
+                v["train"]["max_steps"]) for k, v in calib.items()} == {
         # timed after 4 warm-up steps, and the memory's after its queue of 8 is full too (1 step of 32)
-        "quick/calibrate": (0, 0.999, 8), f"{mem_dir}/calibrate-none-0": (0, 0.999, 8),
-        f"{mem_dir}/calibrate-0": (8, 0.9, 9)}
+        "quick/calibrate": (0, 0.999, "online", 8), f"{mem_dir}/calibrate-none-0": (0, 0.999, "online", 8),
+        f"{mem_dir}/calibrate-0": (8, 0.9, "memory", 9)}
     runs = {p.parent.parent.name: json.loads(p.read_text()) for p in work.glob("*/pretrain/config.json")}
     steps = {size: runs[name]["train"]["max_steps"] for name, size in (("quick", "0"), (mem_dir, "8"))}
     cal = rec["by_memory"]["8"]["calibration"]

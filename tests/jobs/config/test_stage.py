@@ -40,6 +40,8 @@ def test_every_stage_composes(stage: str) -> None:
         ("pretrain.memory_size=1.5", "pretrain.memory_size"),
         ("pretrain.memory_momentum=1.0", "pretrain.memory_momentum"),
         ("pretrain.memory_momentum=-0.1", "pretrain.memory_momentum"),
+        ("pretrain.memory_positive=key", "pretrain.memory_positive"),
+        ("pretrain.memory_positive=memory", "pretrain.memory_positive"),  # without a memory_size
     ],
 )
 def test_invalid_values_name_the_key(override: str, key: str) -> None:
@@ -51,6 +53,9 @@ def test_memory_is_off_by_default_and_set_by_its_keys() -> None:
     assert compose("pretrain", BASE).pretrain.memory_size == 0
     cfg = compose("pretrain", BASE + ["pretrain.memory_size=65536", "pretrain.memory_momentum=0.99"])
     assert (cfg.pretrain.memory_size, cfg.pretrain.memory_momentum) == (65536, 0.99)
+    assert cfg.pretrain.memory_positive == "online"  # the paper's: the memory's outputs are negatives only
+    cfg = compose("pretrain", BASE + ["pretrain.memory_size=16", "pretrain.memory_positive=memory"])
+    assert cfg.pretrain.memory_positive == "memory"
 
 
 def test_unknown_key_in_dict_is_an_error() -> None:

@@ -68,7 +68,8 @@ def losses(run: Path) -> list[float]:
 MEMORY = ["pretrain.memory_size=100", "pretrain.memory_momentum=0.9"]
 
 
-@pytest.mark.parametrize("extra", [[], MEMORY], ids=["plain", "memory"])
+@pytest.mark.parametrize("extra", [[], MEMORY, [*MEMORY, "pretrain.memory_positive=memory"]],
+                         ids=["plain", "memory", "memory-positive"])
 def test_two_ranks_match_one_process_on_the_same_global_batch(tiny_root: Path, tmp_path: Path, extra: list[str]) -> None:
     one = compose("pretrain", [f"run_dir={tmp_path / 'one'}", f"data.root={tiny_root}", *TINY, *extra])
     assert run_stage(one)["state"] == "done"

@@ -247,18 +247,21 @@ def _run_with_stops(cfg: StageConfig, stops: list[int], monkeypatch: pytest.Monk
 
 # SimCLRv2's memory: 50 entries, not a multiple of the batch of 32 (the queue wraps mid-batch at step 2, 4, 5, ...).
 MEMORY = ["pretrain.memory_size=50", "pretrain.memory_momentum=0.9"]
+MEMORY_POSITIVE = [*MEMORY, "pretrain.memory_positive=memory"]  # MoCo's positive
 
 
-@pytest.mark.parametrize("stage, memory", [("pretrain", False), ("pretrain", True), ("finetune", False),
-                                           ("linear_eval", False), ("supervised", False), ("distill", False)],
-                         ids=["pretrain", "pretrain-memory", "finetune", "linear_eval", "supervised", "distill"])
+@pytest.mark.parametrize("stage, memory", [("pretrain", []), ("pretrain", MEMORY), ("pretrain", MEMORY_POSITIVE),
+                                           ("finetune", []), ("linear_eval", []), ("supervised", []),
+                                           ("distill", [])],
+                         ids=["pretrain", "pretrain-memory", "pretrain-memory-positive", "finetune", "linear_eval",
+                              "supervised", "distill"])
 def test_stop_anywhere_and_resume_is_bit_identical(
-    stage: str, memory: bool, chain: dict[str, Path], tiny_root: Path, tmp_path: Path,
+    stage: str, memory: list[str], chain: dict[str, Path], tiny_root: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 240 train images, batch 32: 7 steps per pretrain/distill epoch; fractions of 120 images: 3 steps.
     extra = ["train.epochs=2"] if stage in ("pretrain", "distill") else ["train.epochs=5"]
-    extra += MEMORY if memory else []
+    extra += memory
     parent = chain.get(PARENT_STAGE.get(stage, ""))
     ref = cfg_for(stage, tmp_path, tiny_root, "ref", *extra, parent=parent)
     run = cfg_for(stage, tmp_path, tiny_root, "run", *extra, parent=parent)
@@ -272,7 +275,7 @@ def test_stop_anywhere_and_resume_is_bit_identical(
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert ("memory" in a_ckpt) == ("memory" in b_ckpt) == memory
+    assert ("memory" in a_ckpt) == ("memory" in b_ckpt) == bool(memory)
     if memory:  # the memory network, the queue and its pointer end identical too
         ma, mb = a_ckpt["memory"], b_ckpt["memory"]
         assert (ma["ptr"], ma["fill"]) == (mb["ptr"], mb["fill"]) == (total * 32 % 50, 50)
@@ -627,3 +630,33 @@ def test_a_root_indexed_in_place_trains_exactly_like_our_own(chain: dict[str, Pa
         theirs = cfg_for(stage, tmp_path, root, f"{stage}-inplace", "train.epochs=1", parent=parent)
         assert run_stage(ours)["state"] == "done" and run_stage(theirs)["state"] == "done"
         assert values(Path(ours.run_dir)) == values(Path(theirs.run_dir)) != []
+
+
+def test_memory_positive_takes_the_memory_networks_projection_of_the_other_view(tiny_root: Path,
+                                                                             tmp_path: Path) -> None:
+    """pretrain.memory_positive=memory (MoCo's positive). At the first step the memory network equals the online
+    one and sees the same BN batch (both views), so its positives equal the online ones: the loss of plain
+    SimCLR, but no gradient through the positive; its view-2 projections are what the queue gets."""
+    import torch.nn.functional as F
+
+    from jobs.stages.pretrain import build
+
+    torch.manual_seed(0)
+    off = build(cfg_for("pretrain", tmp_path, tiny_root, "off"), torch.device("cpu"))
+    batch = next(off.loader.epoch_iter(0))
+    torch.manual_seed(0)
+    on = build(cfg_for("pretrain", tmp_path, tiny_root, "pos", *MEMORY_POSITIVE), torch.device("cpu"))
+    with torch.no_grad():  # the online projections (train-mode BN: the same as the step's)
+        h1, h2 = F.normalize(on.model(torch.cat([batch["view1"], batch["view2"]]))["proj"].float(), dim=1).chunk(2)
+    plain, mp = off.step_fn(off.model, batch)
+    keyed, mk = on.step_fn(on.model, batch)
+    assert float(mk["contrastive_loss"]) == pytest.approx(float(mp["contrastive_loss"]), rel=1e-5)
+    assert torch.equal(mk["contrastive_acc"], mp["contrastive_acc"])  # the online views' accuracy, as before
+    assert float(mk["memory_pos_sim"]) == pytest.approx(float((h1 * h2).sum(1).mean()), abs=1e-5)
+    plain.backward()
+    keyed.backward()
+    g_off = torch.cat([p.grad.flatten() for p in off.model.backbone.parameters() if p.grad is not None])
+    g_on = torch.cat([p.grad.flatten() for p in on.model.backbone.parameters() if p.grad is not None])
+    assert not torch.allclose(g_off, g_on, atol=1e-6)  # the positive's side gets no gradient
+    queue = on.state["memory"].negatives()  # the pending keys enqueued: view 2's
+    assert queue.shape == h2.shape and torch.allclose(queue, h2, atol=1e-5)

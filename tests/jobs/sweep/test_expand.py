@@ -242,8 +242,13 @@ def test_memory_keys_count_in_the_hash_only_when_set(tmp_path: Path) -> None:
     on = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096"]))
     other_m = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096",
                                                            "pretrain.memory_momentum=0.99"]))
+    online = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096",
+                                                          "pretrain.memory_positive=online"]))
+    moco = expand(sweep(tmp_path, TWO_BY_TWO, overrides=[*common, "pretrain.memory_size=4096",
+                                                        "pretrain.memory_positive=memory"]))
     assert [t.key for t in off] == [t.key for t in base]
-    hashes = [{t.hash for t in tasks} for tasks in (base, on, other_m)]
+    assert [t.key for t in online] == [t.key for t in on]  # the default positive, named or not: the same runs
+    hashes = [{t.hash for t in tasks} for tasks in (base, on, other_m, moco)]
     assert len(set.union(*hashes)) == sum(map(len, hashes))
 
 

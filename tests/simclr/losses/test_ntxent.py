@@ -89,14 +89,20 @@ def test_float32_under_autocast() -> None:
 # ---------------------------------------------------------------- with SimCLRv2's memory (extra negatives)
 
 
-def reference_with_memory(z1: torch.Tensor, z2: torch.Tensor, tau: float, queue: torch.Tensor) -> torch.Tensor:
-    """The official formulation above with the queue's M columns in each row's softmax (float64, row by row)."""
+def reference_with_memory(z1: torch.Tensor, z2: torch.Tensor, tau: float, queue: torch.Tensor,
+                          keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The official formulation above with the queue's M columns in each row's softmax (float64, row by row);
+    with ``keys`` (k1, k2), a view-a anchor's positive is the other view's key instead of its online projection."""
     h1, h2 = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
     q = queue.double()
     b = h1.shape[0]
     masks = torch.eye(b, dtype=torch.float64)
     aa, bb = h1 @ h1.t() / tau - masks * 1e9, h2 @ h2.t() / tau - masks * 1e9
     ab, ba = h1 @ h2.t() / tau, h2 @ h1.t() / tau
+    if keys is not None:  # the key's similarity where the online positive was
+        k1, k2 = (F.normalize(k.double(), dim=1) for k in keys)
+        ab = ab - torch.diag(torch.diagonal(ab)) + torch.diag((h1 * k2).sum(1) / tau)
+        ba = ba - torch.diag(torch.diagonal(ba)) + torch.diag((h2 * k1).sum(1) / tau)
     total = torch.zeros((), dtype=torch.float64)
     for i in range(b):
         row_a = torch.cat([ab[i], aa[i], h1[i] @ q.t() / tau])
@@ -159,6 +165,42 @@ def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch,
         assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
         for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
             assert torch.allclose(a.double(), r, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("m", [9, 0])
+def test_memory_positives_match_the_reference_with_gradients(m: int) -> None:
+    """MoCo's positive (pretrain.memory_positive=memory): the memory network's projection of the other view, no
+    gradient through it; with a queue and with an empty one."""
+    torch.manual_seed(6)
+    z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    k1, k2 = torch.randn(6, 5), torch.randn(6, 5)
+    queue = F.normalize(torch.randn(m, 5), dim=1)
+    loss, logits, labels = nt_xent(z1, z2, 0.3, memory=queue, positives=(k1, k2))
+    ref = reference_with_memory(z1, z2, 0.3, queue, keys=(k1, k2))
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
+        assert torch.allclose(a.double(), r, atol=1e-5)
+    _, plain_logits, _ = nt_xent(z1, z2, 0.3)
+    assert torch.equal(logits, plain_logits) and torch.equal(labels, torch.arange(6))  # online views' accuracy
+
+
+def test_memory_positives_equal_to_the_online_views_give_the_online_positive_loss() -> None:
+    """Keys equal to the online projections: the same logits as SimCLR's positive, so the same loss; the
+    gradient differs, as none flows into the keys."""
+    torch.manual_seed(7)
+    z1, z2 = torch.randn(5, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    queue = F.normalize(torch.randn(3, 4), dim=1)
+    online, _, _ = nt_xent(z1, z2, 0.5, memory=queue)
+    keyed, _, _ = nt_xent(z1, z2, 0.5, memory=queue, positives=(z1.detach(), z2.detach()))
+    assert keyed.item() == pytest.approx(online.item(), rel=1e-6)
+    g_online, g_keyed = torch.autograd.grad(online, z1), torch.autograd.grad(keyed, z1)
+    assert not torch.allclose(g_online[0], g_keyed[0], atol=1e-4)
+
+
+def test_memory_positives_of_another_shape_are_refused() -> None:
+    with pytest.raises(ValueError, match="positives"):
+        nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, positives=(torch.randn(2, 3), torch.randn(3, 3)))
 
 
 def test_no_memory_and_an_empty_memory_are_plain_nt_xent_bit_for_bit() -> None:
