@@ -51,7 +51,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
             # encodes both views, here the positives of this step (one forward: its BN sees both views, as the
             # online network's does)
             memory.update_weights()
-            k1, k2 = memory.encode(torch.cat([batch["view1"], batch["view2"]])).chunk(2)
+            k1, k2 = memory.encode(x).chunk(2)
             keys = (k1, k2)
         loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue, positives=keys)
         metrics = {

@@ -46,8 +46,9 @@ network's own shortcut (both views in one BN batch) is what global BN already cl
 memory; MoCo's positive (``memory_positive=memory``) shares its BN batch with its anchor exactly as SimCLR's
 online positive does, and relies on global BN in the same way.
 
-Distributed: each rank encodes its share of view 2; the projections of all ranks are gathered in rank order
-and every rank enqueues the same rows, so the queue is identical on every rank.
+Distributed: each rank encodes its share of view 2 (of both views with MoCo's positive, whose keys stay on
+their rank as its positives); the view-2 projections of all ranks are gathered in rank order and every rank
+enqueues the same rows, so the queue is identical on every rank.
 
 Shapes: ``queue`` [K, D] float32, rows L2-normalised; ``negatives()`` [min(fill, K), D].
 """
