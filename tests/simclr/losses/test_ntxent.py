@@ -231,6 +231,17 @@ def test_the_queue_gemms_run_on_onednn_here_and_equal_matmul() -> None:
     assert torch.equal(ntxent._mm_t(e.t().contiguous().t(), block.t()), e.t().contiguous().t() @ block)
 
 
+def test_the_onednn_check_leaves_the_global_random_state_alone() -> None:
+    """The once-per-process check of the oneDNN op must not draw from torch's global generator: its state is saved
+    in every checkpoint, and a resumed process runs the check again."""
+    import simclr.losses.ntxent as ntxent
+
+    ntxent._onednn_linear.cache_clear()
+    before = torch.get_rng_state()
+    assert ntxent._onednn_linear() is not None
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_memory_of_another_width_is_refused() -> None:
     with pytest.raises(ValueError, match="memory"):
         nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, memory=torch.randn(4, 5))
