@@ -72,7 +72,8 @@ def _onednn_linear() -> Callable[[Tensor, Tensor], Tensor] | None:
 
 def _mm_t(x: Tensor, w: Tensor) -> Tensor:
     """``x @ w.T`` for x [R, K], w [C, K] (``w`` may be a transposed view): oneDNN on the CPU in float32."""
-    cpu32 = x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and x.is_contiguous()
+    cpu32 = (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and x.is_contiguous()
+             and (w.is_contiguous() or w.t().is_contiguous()))  # the layouts the check tried
     linear = _onednn_linear() if cpu32 else None
     return x @ w.t() if linear is None else linear(x, w)
 
@@ -144,7 +145,8 @@ def nt_xent(
     Returns:
         loss: scalar, ``mean_i(loss_a[i] + loss_b[i])`` over this rank's B anchors (float32).
         logits: [B, W*B], view-1 vs all view-2 similarities / tau (official ``logits_ab``).
-        labels: [B] int64, the column of each row's positive in ``logits`` (``rank*B + i``).
+        labels: [B] int64, the column of each row's positive in ``logits`` (``rank*B + i``); with
+            ``positives``, the column of its online other view, which the loss does not use.
         (``logits`` holds the in-batch columns only, with or without memory: the contrastive accuracy
         stays comparable across memory sizes.)
 
@@ -162,7 +164,7 @@ def nt_xent(
         raise ValueError("z1 and z2 must hold at least one row")
     if memory is not None and (memory.dim() != 2 or memory.shape[1] != z1.shape[1]):
         raise ValueError(f"memory must be [M, {z1.shape[1]}], got {tuple(memory.shape)}")
-    if positives is not None and any(k.shape != z1.shape for k in positives):
+    if positives is not None and (len(positives) != 2 or any(k.shape != z1.shape for k in positives)):
         raise ValueError(f"positives must be two [B, D] = {tuple(z1.shape)}, got {[tuple(k.shape) for k in positives]}")
     # float32 even under autocast: the -LARGE_NUM mask and the softmax need the range.
     with torch.autocast(device_type=z1.device.type, enabled=False):
@@ -223,16 +225,16 @@ def _nt_xent_memory_fp32(
         lse = torch.logsumexp(logits, dim=1)
     else:
         # each anchor's positive is the memory network's projection of its other view; the online one is masked
-        # out of a copy (the returned logits keep it, so the contrastive accuracy stays the online views')
+        # out (the returned logits keep it, so the contrastive accuracy stays the online views')
         k1, k2 = F.normalize(positives[0], dim=1), F.normalize(positives[1], dim=1)
         positive = (queries * torch.cat([k2, k1], dim=0)).sum(dim=1)  # [2B]
-        masked = logits.clone()
-        masked[rows, positive_cols] = -LARGE_NUM
-        lse = torch.logaddexp(torch.logsumexp(masked, dim=1), positive)
+        online = logits[:b, n:].clone()  # [B, N], before the online positives are masked
+        logits[rows, positive_cols] = -LARGE_NUM
+        lse = torch.logaddexp(torch.logsumexp(logits, dim=1), positive)
     if memory.shape[0] > 0:
         lse = torch.logaddexp(lse, _QueueLogSumExp.apply(queries, memory, MEMORY_CHUNK, 1.0 / temperature))
     loss = (lse - positive).sum() / b
-    return loss, logits[:b, n:], idx
+    return loss, (logits[:b, n:] if positives is None else online), idx
 
 
 def contrastive_accuracy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -167,16 +167,16 @@ def test_memory_in_blocks_matches_the_reference(monkeypatch: pytest.MonkeyPatch,
             assert torch.allclose(a.double(), r, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("m", [9, 0])
-def test_memory_positives_match_the_reference_with_gradients(m: int) -> None:
+@pytest.mark.parametrize("m", [9, 0, None])
+def test_memory_positives_match_the_reference_with_gradients(m: int | None) -> None:
     """MoCo's positive (pretrain.memory_positive=memory): the memory network's projection of the other view, no
-    gradient through it; with a queue and with an empty one."""
+    gradient through it; with a queue, an empty one and none."""
     torch.manual_seed(6)
     z1 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     k1, k2 = torch.randn(6, 5), torch.randn(6, 5)
-    queue = F.normalize(torch.randn(m, 5), dim=1)
-    loss, logits, labels = nt_xent(z1, z2, 0.3, memory=queue, positives=(k1, k2))
+    queue = F.normalize(torch.randn(m or 0, 5), dim=1)
+    loss, logits, labels = nt_xent(z1, z2, 0.3, memory=None if m is None else queue, positives=(k1, k2))
     ref = reference_with_memory(z1, z2, 0.3, queue, keys=(k1, k2))
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     for a, r in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(ref, (z1, z2))):
@@ -201,6 +201,8 @@ def test_memory_positives_equal_to_the_online_views_give_the_online_positive_los
 def test_memory_positives_of_another_shape_are_refused() -> None:
     with pytest.raises(ValueError, match="positives"):
         nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, positives=(torch.randn(2, 3), torch.randn(3, 3)))
+    with pytest.raises(ValueError, match="positives"):
+        nt_xent(torch.randn(2, 3), torch.randn(2, 3), 0.1, positives=(torch.randn(2, 3),))  # type: ignore[arg-type]
 
 
 def test_no_memory_and_an_empty_memory_are_plain_nt_xent_bit_for_bit() -> None:
@@ -240,6 +242,26 @@ def test_the_onednn_check_leaves_the_global_random_state_alone() -> None:
     before = torch.get_rng_state()
     assert ntxent._onednn_linear() is not None
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_queue_log_sum_exp_uses_the_onednn_gemms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both of the queue's GEMMs (forward and backward) go through _mm_t's oneDNN path, not matmul."""
+    import simclr.losses.ntxent as ntxent
+
+    real = ntxent._onednn_linear()
+    assert real is not None
+    calls: list[tuple[int, ...]] = []
+
+    def counting(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(w.shape))
+        return real(x, w)
+
+    monkeypatch.setattr(ntxent, "_onednn_linear", lambda: counting)
+    monkeypatch.setattr(ntxent, "MEMORY_CHUNK", 4)
+    z1, z2 = torch.randn(3, 5, requires_grad=True), torch.randn(3, 5, requires_grad=True)
+    loss, _, _ = nt_xent(z1, z2, 0.5, memory=F.normalize(torch.randn(10, 5), dim=1))
+    loss.backward()
+    assert calls == [(4, 5), (4, 5), (2, 5), (5, 4), (5, 4), (5, 2)]  # 3 blocks forward, 3 backward
 
 
 def test_memory_of_another_width_is_refused() -> None:
