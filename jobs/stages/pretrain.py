@@ -45,14 +45,18 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         out = module(x)
         z1, z2 = out["proj"].float().chunk(2)
         queue = memory.negatives() if memory is not None else None  # the queue as of the previous step
-        keys: tuple[torch.Tensor, torch.Tensor] | None = None
-        if memory is not None and memory_positive:
+        keys: tuple[torch.Tensor, torch.Tensor] | None = None  # MoCo's positives
+        queued: torch.Tensor | None = None  # view 2's memory projections, for the queue
+        if memory is not None:
             # MoCo's order: the memory network moves towards the weights the last optimizer step left, then
-            # encodes both views, here the positives of this step (one forward: its BN sees both views, as the
-            # online network's does)
+            # encodes view 2 for the queue (enqueued at the next step, after this backward); with MoCo's positive
+            # view 1 too, in one forward of both views (its BN sees the batch the online network's does)
             memory.update_weights()
-            k1, k2 = memory.encode(x).chunk(2)
-            keys = (k1, k2)
+            if memory_positive:
+                k1, queued = memory.encode(x).chunk(2)
+                keys = (k1, queued)
+            else:
+                queued = memory.encode(batch["view2"])
         loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue, positives=keys)
         metrics = {
             "contrastive_loss": loss.detach(),
@@ -62,14 +66,10 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
             batch_sim, queue_sim = negative_similarities(z1, logits.detach(), labels, temperature, queue)
             metrics.update(memory_fill=torch.tensor(memory.fill / memory.size), batch_neg_sim=batch_sim,
                            memory_neg_sim=queue_sim)
-            if keys is None:
-                # MoCo's order (above), the encoding after the loss: view 2 only, for the queue
-                memory.update_weights()
-                memory.push(memory.encode(batch["view2"]))
-            else:
-                # how close each view-1 anchor is to its positive from the memory network
+            if keys is not None:  # how close each view-1 anchor is to its positive from the memory network
                 metrics["memory_pos_sim"] = (F.normalize(z1.detach(), dim=1) * keys[1]).sum(1).mean()
-                memory.push(keys[1])  # enqueued at the next step, after this backward
+            assert queued is not None
+            memory.push(queued)
         if probe:
             y = batch["label"].repeat(2)
             keep = (y >= 0).float()

@@ -21,8 +21,8 @@ Which view goes through which network, and why:
 ``pretrain.memory_positive=memory`` (MoCo's positive, not the paper's): the memory network encodes BOTH views
 (one forward of the 2B images, so that its BN sees the batch the online network's does), each anchor's positive
 is its other view's projection from the memory network, the online other view leaves that anchor's softmax, and
-view 2's projections are queued. The update and the encoding then come BEFORE the loss (they are its positives);
-with the online positive they come after it, which changes nothing, as nothing of them enters that step's loss.
+view 2's projections are queued. Either way the update and the encoding come before the loss; with the online
+positive nothing of them enters that step's loss.
 
 Measured (BENCHMARKS.md, "demo_quality --memory-size"): with the online positive and a queue 32x the in-batch
 negatives, the anchors drifted away from the queue (``memory_neg_sim`` < 0) and learned less than without memory,

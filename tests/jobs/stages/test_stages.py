@@ -660,3 +660,22 @@ def test_memory_positive_takes_the_memory_networks_projection_of_the_other_view(
     assert not torch.allclose(g_off, g_on, atol=1e-6)  # the positive's side gets no gradient
     queue = on.state["memory"].negatives()  # the pending keys enqueued: view 2's
     assert queue.shape == h2.shape and torch.allclose(queue, h2, atol=1e-5)
+
+
+@pytest.mark.parametrize("memory", [MEMORY, MEMORY_POSITIVE], ids=["online-positive", "memory-positive"])
+def test_the_memory_network_moves_once_per_step(memory: list[str], tiny_root: Path, tmp_path: Path) -> None:
+    """One EMA step per training step, towards the online weights as the last optimizer step left them: online
+    weights moved by +1 between two steps take the memory network (m 0.9) from w to w + 0.1, not w + 0.19."""
+    from jobs.stages.pretrain import build
+
+    torch.manual_seed(0)
+    parts = build(cfg_for("pretrain", tmp_path, tiny_root, "ema", *memory), torch.device("cpu"))
+    batches = parts.loader.epoch_iter(0)
+    parts.step_fn(parts.model, next(batches))
+    start = [p.detach().clone() for p in parts.state["memory"].network.parameters()]
+    with torch.no_grad():
+        for p in list(parts.model.backbone.parameters()) + list(parts.model.head.parameters()):
+            p.add_(1.0)
+    parts.step_fn(parts.model, next(batches))
+    for before, after in zip(start, parts.state["memory"].network.parameters()):
+        assert torch.allclose(after, before + 0.1, atol=1e-5)
