@@ -165,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     pre_common = [*PRETRAIN, "train.epochs=1000", "pretrain.knn_every_epochs=0"]
     if args.quick:
         pre_common = ["train.epochs=1000", "pretrain.knn_every_epochs=0"]
-    momentum = [] if args.memory_momentum is None else [f"pretrain.memory_momentum={args.memory_momentum}"]
-    momentum += [] if args.memory_positive is None else [f"pretrain.memory_positive={args.memory_positive}"]
+    memory_opts = [] if args.memory_momentum is None else [f"pretrain.memory_momentum={args.memory_momentum}"]
+    memory_opts += [] if args.memory_positive is None else [f"pretrain.memory_positive={args.memory_positive}"]
 
     def memory_over(memory: int) -> list[str]:
-        return [f"pretrain.memory_size={memory}", *momentum] if memory else []
+        return [f"pretrain.memory_size={memory}", *memory_opts] if memory else []
 
     batch, timed = (32, 4) if args.quick else (256, 20)
 
