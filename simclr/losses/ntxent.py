@@ -175,7 +175,9 @@ def nt_xent(
         return _nt_xent_fp32(z1.float(), z2.float(), float(temperature))
 
 
-def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+def _in_batch_logits(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Both views' anchors against the global batch: ``logits`` [2B, 2N] with each anchor's own column at
+    -LARGE_NUM, ``queries`` [2B, D] (normalised, over tau), ``idx`` [B] the global index of each local anchor, N."""
     b, d = z1.shape
     h1 = F.normalize(z1, dim=1)
     h2 = F.normalize(z2, dim=1)
@@ -194,6 +196,12 @@ def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, T
     # Official: logits_aa - masks * LARGE_NUM. Writing -LARGE_NUM gives the same softmax (the self
     # term's exp() is exactly 0 either way) and a zero gradient for it.
     logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
+    return logits, queries, idx, n
+
+
+def _nt_xent_fp32(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    b = z1.shape[0]
+    logits, _, idx, n = _in_batch_logits(z1, z2, temperature)
     # CE over the 2B rows (columns are a permutation of the official [ab, aa] concat, which CE
     # does not see); sum / B == mean over anchors of (loss_a + loss_b).
     loss = F.cross_entropy(logits, torch.cat([idx + n, idx]), reduction="sum") / b
@@ -205,17 +213,9 @@ def _nt_xent_memory_fp32(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_nt_xent_fp32` with the M ``memory`` columns (M may be 0) in every row's softmax, and with
     ``positives`` the memory network's (:func:`nt_xent`)."""
-    b, d = z1.shape
-    h1 = F.normalize(z1, dim=1)
-    h2 = F.normalize(z2, dim=1)
-    both = dist.gather_with_grad(torch.cat([h1, h2], dim=1))  # [N, 2D], rank-major
-    n = both.shape[0]
-    queries = torch.cat([h1, h2], dim=0) / temperature  # [2B, D]
-    keys = torch.cat([both[:, :d], both[:, d:]], dim=0)  # [2N, D]
-    logits = queries @ keys.t()  # [2B, 2N]
-    idx = torch.arange(b, device=z1.device) + dist.rank() * b
+    b = z1.shape[0]
+    logits, queries, idx, n = _in_batch_logits(z1, z2, temperature)
     rows = torch.arange(2 * b, device=z1.device)
-    logits[rows, torch.cat([idx, idx + n])] = -LARGE_NUM
     # The in-batch and memory parts' log-sum-exps are combined, so the [2B, 2N + M] matrix that a concatenation
     # and cross_entropy would build (M = 65536: 2B x M floats) is never copied.
     # rows of queries have norm 1/tau and the queue's rows norm 1: every logit lies in [-1/tau, 1/tau]
