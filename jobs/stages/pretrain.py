@@ -18,7 +18,7 @@ from jobs.stages import builders
 from jobs.config.stage import StageConfig
 from jobs.stages.parts import StageParts
 from simclr import dist
-from simclr.losses.ntxent import nt_xent
+from simclr.losses.ntxent import contrastive_accuracy, nt_xent
 from simclr.models.memory import MomentumMemory, negative_similarities
 from simclr.train.evaluate import EvalBatches, classify, embed, knn_evaluator, knn_top1
 from simclr.train.loop import Batch
@@ -60,7 +60,7 @@ def build(cfg: StageConfig, device: torch.device) -> StageParts:
         loss, logits, labels = nt_xent(z1, z2, temperature, memory=queue, positives=keys)
         metrics = {
             "contrastive_loss": loss.detach(),
-            "contrastive_acc": (logits.argmax(1) == labels).float().mean().detach() * 100,
+            "contrastive_acc": contrastive_accuracy(logits, labels).detach() * 100,
         }
         if memory is not None and queue is not None:
             batch_sim, queue_sim = negative_similarities(z1, logits.detach(), labels, temperature, queue)
