@@ -33,7 +33,6 @@ pretraining. ``--no-distill`` leaves the distillation out (that comparison needs
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -71,11 +70,6 @@ def _reexec_with_tcmalloc() -> None:
     if os.path.exists(TCMALLOC) and TCMALLOC not in os.environ.get("LD_PRELOAD", ""):
         os.environ["LD_PRELOAD"] = TCMALLOC
         os.execv(sys.executable, [sys.executable, "-m", "benchmarks.demo_quality", *sys.argv[1:]])
-
-
-def _digest(recipe: object) -> str:
-    """A short, stable name for a recipe (its JSON, hashed)."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _run(job: tuple[str, str, list[str], int]) -> tuple[str, dict[str, Any], float]:
@@ -133,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         _reexec_with_tcmalloc()
 
     from jobs.cli.demo import DEFAULT_DATA_ROOT, prepare_data
+    from simclr.runfolder.layout import digest
     from simclr.runfolder.write import RunFolder
 
     root = args.data_root or DEFAULT_DATA_ROOT
@@ -150,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     # (a run folder refuses a different config, jobs.stages.runner.check_same_run).
     if args.budget_min is None and not args.quick:
         args.budget_min = 10.0
-    pre_tag = "quick" if args.quick else f"b{args.budget_min:g}-{_digest(PRETRAIN)}"
+    pre_tag = "quick" if args.quick else f"b{args.budget_min:g}-{digest(PRETRAIN)}"
     pre_work = args.work / pre_tag
-    work = pre_work / _digest([LABELLED, FINETUNE, DISTILL, args.finetune_epochs, args.distill_epochs])
+    work = pre_work / digest([LABELLED, FINETUNE, DISTILL, args.finetune_epochs, args.distill_epochs])
     common = [f"data.root={root}", "model=resnet18_w025", "model.in_channels=1", "train.checkpoint_every=200"]
     if args.quick:
         common += ["data.image_size=16", "train.batch_size=32", "train.log_every=1"]
